@@ -1,0 +1,32 @@
+"""Run configuration shared by the sync assets.
+
+Defaults are what a person clicking "Materialize" in the UI expects: re-fetch everything,
+re-push everything. The `incremental_sync` job overrides them to fetch from the cursor and push
+only what is pending.
+"""
+
+import dagster as dg
+from pydantic import Field
+
+
+class FetchConfig(dg.Config):
+    full: bool = Field(
+        default=True,
+        description="Fetch from 1970-01-01T00:00:00 and check the whole catalog for removals; "
+        "false = only what changed since the stored cursor.",
+    )
+    confirm_removals: bool = Field(
+        default=False,
+        description="Apply removals even when they exceed max_removal_share (operator override).",
+    )
+    max_removal_share: float = Field(
+        default=0.2, description="Largest share of live items one full resync may disable."
+    )
+
+
+class PushConfig(dg.Config):
+    repush_all: bool = Field(
+        default=True,
+        description="Push every deliverable item (a resync, and the way to re-drive dead "
+        "letters); false = only items whose staged content differs from what was pushed.",
+    )

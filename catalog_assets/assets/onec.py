@@ -1,0 +1,341 @@
+"""Fetch from 1C and stage in DuckDB: `onec_categories`, `category_tree`, `onec_products`.
+
+Each page is validated, staged and committed before the next is used, so memory holds one page
+(plus one prefetched) whatever the catalog's size, and a crash loses at most the page in hand.
+The cursor moves only after the whole pass is staged, and only if 1C held still while we paged.
+"""
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from catalog_assets.assets.config import FetchConfig
+from catalog_assets.mapping import EPOCH, Rejection, StagedRecord, validate_record
+from catalog_assets.onec.client import CatalogPage, OneCCatalogClient, PassReport
+from catalog_assets.storage import (
+    CatalogStore,
+    StageCounts,
+    apply_removals,
+    get_cursor,
+    max_modified_at,
+    preview,
+    set_cursor,
+    stage_page,
+    transaction,
+    utcnow,
+)
+from catalog_assets.tree import build_category_tree
+
+SYNC_POOL = "catalog_store"
+
+
+def prefetch(pages: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Fetch the next page(s) while the current one is staged: HTTP and DuckDB overlap.
+
+    Bounded by `depth`, so memory stays at a few pages. An error in the fetching thread is
+    re-raised here, in order, after the pages before it.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if stop.is_set():
+                    return
+                slots.put(page)
+            slots.put(done)
+        except BaseException as exc:  # handed to the consumer, not lost in a thread
+            slots.put(exc)
+
+    worker = threading.Thread(target=produce, name="onec-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+
+
+def split_page(
+    records: list[Any], expected_type: str
+) -> tuple[list[StagedRecord], list[Rejection]]:
+    good: list[StagedRecord] = []
+    bad: list[Rejection] = []
+    for record in records:
+        result = validate_record(record, expected_type)
+        (good if isinstance(result, StagedRecord) else bad).append(result)
+    return good, bad
+
+
+def stage_pass(
+    con, entity: str, pages: Iterable[list[Any]], *, seen_at, run_id: str | None
+) -> StageCounts:
+    expected = "category" if entity == "categories" else "product"
+    counts = StageCounts()
+    for records in prefetch(pages):
+        good, bad = split_page(records, expected)
+        counts.add(stage_page(con, entity, good, bad, seen_at=seen_at, run_id=run_id))
+    return counts
+
+
+def finish_pass(
+    context: dg.AssetExecutionContext,
+    con,
+    entity: str,
+    config: FetchConfig,
+    report: PassReport,
+    cursor_before: str | None,
+    pass_started,
+) -> dict[str, Any]:
+    """Move the cursor and judge removals — only over a pass that saw a still catalog.
+
+    If 1C moved while we paged (count changed, ids repeated) an item may have slid past us
+    between two offsets. Holding the cursor means the next incremental run asks again from
+    the same point, and the skipped item comes with it; removals are not judged either,
+    since an item missing from a moving list is not evidence that it is gone.
+    """
+    metadata: dict[str, Any] = {}
+    cursor_after = cursor_before
+    if report.consistent:
+        newest = max_modified_at(con, entity, pass_started)
+        candidates = [c for c in (cursor_before, newest) if c]
+        cursor_after = max(candidates) if candidates else None
+        if cursor_after and cursor_after != cursor_before:
+            with transaction(con):
+                set_cursor(con, entity, cursor_after, context.run_id)
+    else:
+        context.log.warning(
+            f"1C changed while {entity} were paged ({'; '.join(report.anomalies)}): "
+            f"cursor held at {cursor_before or EPOCH} so the next run re-reads from there"
+        )
+        metadata["paging_anomalies"] = dg.MetadataValue.text("\n".join(report.anomalies))
+    if config.full and report.consistent:
+        decision = apply_removals(
+            con,
+            entity,
+            pass_started=pass_started,
+            max_share=config.max_removal_share,
+            confirmed=config.confirm_removals,
+            run_id=context.run_id,
+        )
+        metadata["removed"] = decision.applied
+        if decision.blocked:
+            context.log.error(
+                f"Removal guard: {decision.would_remove} of {decision.live_total} {entity} are "
+                f"missing from 1C's answer (> {decision.max_share:.0%}); none were disabled. "
+                "If this is real, re-run full_resync with confirm_removals: true."
+            )
+            metadata["removals_blocked"] = decision.would_remove
+    metadata["cursor_before"] = cursor_before or "(none)"
+    metadata["cursor_after"] = cursor_after or "(none)"
+    metadata["pass_consistent"] = report.consistent
+    metadata["onec_requests"] = report.requests
+    return metadata
+
+
+@dg.asset(
+    group_name="onec",
+    kinds={"duckdb"},
+    pool=SYNC_POOL,
+    description="1C categories staged in DuckDB: the recursive walk from parent=0 (full) or "
+    "the categories changed since the cursor (incremental).",
+)
+def onec_categories(
+    context: dg.AssetExecutionContext,
+    config: FetchConfig,
+    onec: OneCCatalogClient,
+    store: CatalogStore,
+) -> dg.MaterializeResult:
+    with store.connect() as con:
+        cursor_before = get_cursor(con, "categories")
+        pass_started = utcnow()
+        report = PassReport()
+        if config.full:
+            # The seed's walk by parent, then one flat listing: the walk cannot reach an
+            # orphan or a cycle, and those must be staged to be flagged.
+            walked = stage_pass(
+                con,
+                "categories",
+                onec.walk_categories(modified_since=EPOCH, report=report),
+                seen_at=pass_started,
+                run_id=context.run_id,
+            )
+            listed = stage_pass(
+                con,
+                "categories",
+                _records(onec.pages(type="category", modified_since=EPOCH, report=report)),
+                seen_at=pass_started,
+                run_id=context.run_id,
+            )
+            counts = StageCounts(
+                walked.fetched,
+                walked.changed + listed.changed,
+                walked.quarantined + listed.quarantined,
+            )
+            counts.fetched = max(walked.fetched, listed.fetched)
+        else:
+            since = cursor_before or EPOCH
+            counts = stage_pass(
+                con,
+                "categories",
+                _records(onec.pages(type="category", modified_since=since, report=report)),
+                seen_at=pass_started,
+                run_id=context.run_id,
+            )
+        metadata = finish_pass(
+            context, con, "categories", config, report, cursor_before, pass_started
+        )
+        total = con.execute(
+            "SELECT count(*) FROM onec_categories WHERE removed_at IS NULL"
+        ).fetchone()[0]
+        metadata.update(
+            fetched=counts.fetched,
+            changed=counts.changed,
+            quarantined=counts.quarantined,
+            live_categories=total,
+            preview=dg.MetadataValue.md(
+                preview(
+                    con,
+                    "SELECT id, parent, name, modified_at FROM onec_categories ORDER BY staged_at DESC",
+                )
+            ),
+        )
+    context.log.info(
+        f"categories: fetched {counts.fetched}, changed {counts.changed}, quarantined {counts.quarantined}"
+    )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _records(pages: Iterable[CatalogPage]) -> Iterator[list[Any]]:
+    for page in pages:
+        yield page.records
+
+
+@dg.asset(
+    group_name="onec",
+    kinds={"duckdb"},
+    pool=SYNC_POOL,
+    deps=[onec_categories],
+    description="The validated hierarchy: depth and path per category; orphans, cycles and "
+    "categories under a product are flagged and held back from Tec.Delivery.",
+)
+def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.MaterializeResult:
+    with store.connect() as con:
+        rows = con.execute("SELECT id, parent, name FROM onec_categories").fetchall()
+        categories = {r[0]: (r[1], r[2]) for r in rows}
+        parents = {p for p, _ in categories.values()} - categories.keys()
+        product_ids = (
+            frozenset(
+                r[0]
+                for r in con.execute(
+                    "SELECT id FROM onec_products WHERE id IN (SELECT unnest($ids))",
+                    {"ids": sorted(parents)},
+                ).fetchall()
+            )
+            if parents
+            else frozenset()
+        )
+        nodes = build_category_tree(categories, product_ids)
+        now = utcnow()
+        tree = pa.table(
+            {
+                "id": [n.id for n in nodes],
+                "parent": [n.parent for n in nodes],
+                "depth": pa.array([n.depth for n in nodes], pa.int32()),
+                "path": [n.path for n in nodes],
+                "status": [n.status for n in nodes],
+                "problem": [n.problem for n in nodes],
+            }
+        )
+        with transaction(con):
+            con.execute("DELETE FROM category_tree")
+            con.register("tree", tree)
+            con.execute("INSERT INTO category_tree SELECT *, $now FROM tree", {"now": now})
+            con.unregister("tree")
+        by_status = dict(
+            con.execute("SELECT status, count(*) FROM category_tree GROUP BY status").fetchall()
+        )
+        max_depth = con.execute("SELECT max(depth) FROM category_tree").fetchone()[0]
+        flagged = preview(
+            con,
+            "SELECT id, status, problem, path FROM category_tree WHERE status <> 'ok' ORDER BY id",
+        )
+    for status, count in sorted(by_status.items()):
+        if status != "ok":
+            context.log.warning(f"category_tree: {count} categories flagged {status}; not pushed")
+    return dg.MaterializeResult(
+        metadata={
+            "categories": len(nodes),
+            "ok": by_status.get("ok", 0),
+            "flagged": len(nodes) - by_status.get("ok", 0),
+            "by_status": dg.MetadataValue.json(by_status),
+            "max_depth": max_depth if max_depth is not None else -1,
+            "flagged_preview": dg.MetadataValue.md(flagged),
+        }
+    )
+
+
+@dg.asset(
+    group_name="onec",
+    kinds={"duckdb"},
+    pool=SYNC_POOL,
+    description="1C products staged in DuckDB, paged by modified_since from the cursor "
+    "(incremental) or from 1970-01-01T00:00:00 (full).",
+)
+def onec_products(
+    context: dg.AssetExecutionContext,
+    config: FetchConfig,
+    onec: OneCCatalogClient,
+    store: CatalogStore,
+) -> dg.MaterializeResult:
+    with store.connect() as con:
+        cursor_before = get_cursor(con, "products")
+        since = EPOCH if config.full else (cursor_before or EPOCH)
+        pass_started = utcnow()
+        report = PassReport()
+        counts = stage_pass(
+            con,
+            "products",
+            _records(onec.pages(type="product", modified_since=since, report=report)),
+            seen_at=pass_started,
+            run_id=context.run_id,
+        )
+        metadata = finish_pass(
+            context, con, "products", config, report, cursor_before, pass_started
+        )
+        total = con.execute(
+            "SELECT count(*) FROM onec_products WHERE removed_at IS NULL"
+        ).fetchone()[0]
+        metadata.update(
+            modified_since=since,
+            fetched=counts.fetched,
+            changed=counts.changed,
+            quarantined=counts.quarantined,
+            live_products=total,
+            preview=dg.MetadataValue.md(
+                preview(
+                    con,
+                    "SELECT id, name, price, stock, modified_at FROM onec_products ORDER BY staged_at DESC, id",
+                )
+            ),
+        )
+    context.log.info(
+        f"products: fetched {counts.fetched}, changed {counts.changed}, quarantined {counts.quarantined}"
+    )
+    return dg.MaterializeResult(metadata=metadata)

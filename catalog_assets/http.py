@@ -1,0 +1,74 @@
+"""The one place that knows how we talk HTTP to the systems around us.
+
+Both 1C and Tec.Delivery get the same policy: pooled keep-alive connections, a timeout on
+every request, and urllib3's Retry doing exponential backoff with jitter on connection
+errors, read timeouts, 429 and 5xx (honouring Retry-After) — never on other 4xx, which
+would only repeat a request the server has already judged. POST is retried too because
+`put-products` is an upsert keyed by `external_id`: sending a batch twice is harmless.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class UpstreamError(RuntimeError):
+    """A request failed for good. The message names the request, never a credential."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def build_session(
+    *, max_retries: int, backoff_seconds: float, pool_size: int = 8, max_backoff: float = 30.0
+) -> requests.Session:
+    retry = Retry(
+        total=max_retries,
+        connect=max_retries,
+        read=max_retries,
+        status=max_retries,
+        other=0,
+        backoff_factor=backoff_seconds,
+        backoff_jitter=backoff_seconds,
+        backoff_max=max_backoff,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "POST"}),
+        respect_retry_after_header=True,
+        # Hand the last response back instead of raising, so the caller can report its
+        # status and body rather than urllib3's generic "too many 503 error responses".
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=pool_size)
+    session = requests.Session()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may appear in a log: no userinfo, no query values named like secrets."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = re.sub(r"(?i)((?:token|password|secret|key)=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def redact(text: str, secrets: list[str | None]) -> str:
+    """Belt and braces: whatever a server echoes back, no secret we hold leaves in it."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def truncate(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"

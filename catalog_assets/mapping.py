@@ -1,0 +1,236 @@
+"""Pure functions: a 1C record -> a validated staged row -> a Tec.Delivery `put-products` item.
+
+The field mapping is the contract in `shared/seeds/1c-tec-delivery-catalog-sync.txt`; every
+rule here cites it. Nothing in this module does I/O, so it is tested field by field without
+Dagster, HTTP or DuckDB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+ROOT_PARENT = "0"
+EPOCH = "1970-01-01T00:00:00"
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+@dataclass(frozen=True)
+class MappingOptions:
+    """What the seed shows as constants but a merchant may want to change.
+
+    `info_labels` maps a 1C field to the label Tec.Delivery shows in the product's `info`
+    list; the defaults are the seed's ("sku", "Состав", "Энергетическая ценность").
+    """
+
+    info_labels: tuple[tuple[str, str], ...] = (
+        ("sku", "sku"),
+        ("composition", "Состав"),
+        ("nutrition", "Энергетическая ценность"),
+    )
+    image_resize: bool = False
+    image_bgcolor: str = "#FFFFFF"
+    image_scale: float = 0.9
+
+
+@dataclass(frozen=True)
+class StagedRecord:
+    """A 1C record that passed validation, with what staging needs to upsert it."""
+
+    id: str
+    parent: str
+    name: str
+    modified_at: str | None
+    price: float | None
+    stock: float | None
+    record_json: str
+    content_hash: str
+
+
+@dataclass
+class Rejection:
+    """A record we refuse to stage, kept whole so nothing is lost while 1C fixes it."""
+
+    record_id: str | None
+    reason: str
+    raw: str = field(repr=False)
+
+
+def parse_timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"timestamp must be a string like {EPOCH!r}, got {value!r}")
+    try:
+        return datetime.strptime(value, TIMESTAMP_FORMAT)
+    except ValueError:
+        raise ValueError(f"timestamp {value!r} is not in the form {EPOCH!r}") from None
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.strftime(TIMESTAMP_FORMAT)
+
+
+def shift_timestamp(value: str, seconds: int) -> str:
+    return format_timestamp(parse_timestamp(value) + timedelta(seconds=seconds))
+
+
+def canonical_json(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def content_hash(record: dict[str, Any]) -> str:
+    """The identity of a record's content: two fetches of an unchanged item hash equal.
+
+    Because `modified_since` is inclusive, items at the cursor come back on every run; the
+    hash is what tells a re-delivery from a genuine change.
+    """
+    return hashlib.sha1(canonical_json(record).encode()).hexdigest()
+
+
+def _number(record: dict[str, Any], key: str) -> float | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def validate_record(record: Any, expected_type: str) -> StagedRecord | Rejection:
+    """Accept a record for staging, or say exactly why not.
+
+    Rejected here: not an object, no id, wrong type, no name, a timestamp that does not parse,
+    a non-numeric price or stock. Problems that need the whole catalog to see (unknown
+    parent, cycles, a parent that is a product) are judged later, in `category_tree`.
+    """
+    raw = canonical_json(record) if isinstance(record, dict) else json.dumps(record, default=str)
+    if not isinstance(record, dict):
+        return Rejection(None, f"record is not a JSON object: {raw[:80]}", raw)
+    record_id = record.get("id")
+    if not isinstance(record_id, str) or not record_id.strip():
+        return Rejection(None, "record has no id", raw)
+    try:
+        if record.get("type") != expected_type:
+            raise ValueError(f"type is {record.get('type')!r}, expected {expected_type!r}")
+        name = record.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("record has no name")
+        parent = record.get("parent")
+        parent = ROOT_PARENT if parent in (None, "") else parent
+        if not isinstance(parent, str):
+            raise ValueError(f"parent must be a string id, got {parent!r}")
+        if parent == record_id:
+            raise ValueError("record is its own parent")
+        modified_at = record.get("modified_at")
+        if modified_at is not None:
+            parse_timestamp(modified_at)
+        elif expected_type == "product":
+            raise ValueError("product has no modified_at")
+        price = _number(record, "price")
+        stock = _number(record, "stock")
+    except ValueError as problem:
+        return Rejection(record_id, str(problem), raw)
+    return StagedRecord(
+        id=record_id,
+        parent=parent,
+        name=name,
+        modified_at=modified_at,
+        price=price,
+        stock=stock,
+        record_json=raw,
+        content_hash=content_hash(record),
+    )
+
+
+def _with_enable(item: dict[str, Any], enable: bool | None) -> dict[str, Any]:
+    # `enable` is Tec.Delivery's availability flag. The seed's mapping has no such field, so
+    # it is sent only when it carries news: false for an item 1C no longer returns, true for
+    # one that came back after being disabled.
+    if enable is not None:
+        item["enable"] = enable
+    return item
+
+
+def category_item(record: dict[str, Any], enable: bool | None = None) -> dict[str, Any]:
+    """Seed: external_id <- id, external_parent_id <- parent (absent for roots), name."""
+    item: dict[str, Any] = {"external_id": record["id"]}
+    parent = record.get("parent")
+    if parent not in (None, "", ROOT_PARENT):
+        item["external_parent_id"] = parent
+    item["name"] = record["name"]
+    item["is_category"] = True
+    return _with_enable(item, enable)
+
+
+def product_item(
+    record: dict[str, Any], options: MappingOptions = MappingOptions(), enable: bool | None = None
+) -> dict[str, Any]:
+    """Seed mapping for products; a field 1C leaves empty is left out rather than sent blank.
+
+    `composition` is passed through verbatim: the seed's example shows "рис" arriving as
+    "Рис", which we read as a typo in the example, since rewriting merchant text is not an
+    integration's call. `bulk` has no Tec.Delivery field in the seed and is not sent.
+    """
+    item: dict[str, Any] = {"external_id": record["id"]}
+    parent = record.get("parent")
+    if parent not in (None, "", ROOT_PARENT):
+        item["external_parent_id"] = parent
+    item["name"] = record["name"]
+    if record.get("description"):
+        item["description"] = record["description"]
+    if record.get("price") is not None:
+        item["price"] = record["price"]
+    info = [
+        {"name": label, "value": str(record[key])}
+        for key, label in options.info_labels
+        if record.get(key) not in (None, "")
+    ]
+    if info:
+        item["info"] = info
+    if record.get("stock") is not None:
+        item["store_balance"] = record["stock"]
+    if record.get("modified_at"):
+        item["external_key"] = record["modified_at"]
+    if record.get("image_url"):
+        item["image"] = {
+            "url": record["image_url"],
+            "resize": options.image_resize,
+            "bgcolor": options.image_bgcolor,
+            "scale": options.image_scale,
+        }
+    if record.get("image_hash"):
+        item["external_data"] = record["image_hash"]
+    return _with_enable(item, enable)
+
+
+def put_products_request(
+    items: list[dict[str, Any]],
+    *,
+    token: str,
+    language: str,
+    translate: bool,
+    webhook: str | None,
+) -> dict[str, Any]:
+    """The request envelope: `language`, `translate` and (when set) `webhook` on every call."""
+    if not 1 <= len(items) <= 100:
+        raise ValueError(f"put-products takes 1..100 items, got {len(items)}")
+    body: dict[str, Any] = {
+        "api": "product",
+        "method": "put-products",
+        "token": token,
+        "language": language,
+        "translate": translate,
+    }
+    if webhook:
+        body["webhook"] = webhook
+    body["payload"] = items
+    return body
+
+
+def batches(items: list[Any], size: int = 100) -> list[list[Any]]:
+    if not 1 <= size <= 100:
+        raise ValueError(f"batch size must be 1..100, got {size}")
+    return [items[start : start + size] for start in range(0, len(items), size)]

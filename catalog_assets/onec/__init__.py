@@ -1,0 +1,3 @@
+from catalog_assets.onec.client import CatalogPage, OneCCatalogClient, OneCResponseError
+
+__all__ = ["CatalogPage", "OneCCatalogClient", "OneCResponseError"]

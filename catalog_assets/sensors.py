@@ -1,0 +1,148 @@
+"""`onec_change_sensor`: ask 1C cheaply whether anything changed, and only then start a sync.
+
+A tick costs one request per entity: the first page at the stored cursor. Because
+`modified_since` is inclusive, that page always holds the items sitting exactly at the cursor;
+they are compared by content hash with what is staged, so re-delivered items are not mistaken
+for changes. A category changed deep in the tree is seen because the category query is flat
+(no `parent`), not a walk.
+
+Errors from 1C fail the tick (visible in the UI) rather than hide as a skip.
+"""
+
+import time
+from dataclasses import dataclass
+
+import dagster as dg
+
+from catalog_assets.jobs import SYNC_TAG, incremental_sync
+from catalog_assets.mapping import EPOCH, content_hash
+from catalog_assets.onec.client import OneCCatalogClient
+from catalog_assets.storage import STAGING_TABLE, CatalogStore, StoreBusyError
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+RETRY_AFTER_FAILURE_SECONDS = 300
+MAX_PAGES_PER_TICK = 5
+
+
+@dataclass
+class EntityObservation:
+    entity: str
+    cursor: str
+    changed: int
+    requests: int
+
+    def describe(self) -> str:
+        return f"{self.entity}: {self.changed} changed at or after {self.cursor}"
+
+
+def observe_entity(onec: OneCCatalogClient, con, entity: str) -> EntityObservation:
+    """Count genuine changes at or after the cursor, reading as few pages as proves it."""
+    table = STAGING_TABLE[entity]
+    row = (
+        con.execute("SELECT modified_since FROM sync_cursors WHERE entity = ?", [entity]).fetchone()
+        if con
+        else None
+    )
+    cursor = row[0] if row else EPOCH
+    type_ = "category" if entity == "categories" else "product"
+    changed = 0
+    requests = 0
+    offset = 0
+    while requests < MAX_PAGES_PER_TICK:
+        page = onec.fetch_page(type=type_, modified_since=cursor, offset=offset)
+        requests += 1
+        if con is None:
+            return EntityObservation(entity, cursor, page.count, requests)
+        ids = [r.get("id") for r in page.records if isinstance(r, dict)]
+        staged = (
+            dict(
+                con.execute(
+                    f"SELECT id, content_hash FROM {table} WHERE removed_at IS NULL AND id IN (SELECT unnest($ids))",
+                    {"ids": ids},
+                ).fetchall()
+            )
+            if ids
+            else {}
+        )
+        changed += sum(
+            1
+            for r in page.records
+            if not isinstance(r, dict) or staged.get(r.get("id")) != content_hash(r)
+        )
+        if changed or not page.records or offset + len(page.records) >= page.count:
+            break
+        offset += len(page.records)
+    return EntityObservation(entity, cursor, changed, requests)
+
+
+def _latest_sync(instance: dg.DagsterInstance):
+    records = instance.get_run_records(
+        dg.RunsFilter(tags={SYNC_TAG: ["full", "incremental"]}), limit=1
+    )
+    return records[0] if records else None
+
+
+@dg.sensor(
+    job=incremental_sync,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts incremental_sync when 1C has genuine changes or items are still pending.",
+)
+def onec_change_sensor(
+    context: dg.SensorEvaluationContext, onec: OneCCatalogClient, store: CatalogStore
+) -> dg.SensorResult | dg.SkipReason:
+    in_flight = context.instance.get_run_records(
+        dg.RunsFilter(statuses=IN_FLIGHT, tags={SYNC_TAG: ["full", "incremental"]}), limit=1
+    )
+    if in_flight:
+        return dg.SkipReason(f"a sync run is already in flight ({in_flight[0].dagster_run.run_id})")
+    latest = _latest_sync(context.instance)
+    if latest and latest.dagster_run.status == dg.DagsterRunStatus.FAILURE and latest.end_time:
+        wait = latest.end_time + RETRY_AFTER_FAILURE_SECONDS - time.time()
+        if wait > 0:
+            return dg.SkipReason(
+                f"the last sync ({latest.dagster_run.run_id}) failed; next attempt in {wait:.0f}s"
+            )
+    try:
+        with store.connect(read_only=True, lock_timeout=2) as con:
+            observations = [observe_entity(onec, con, e) for e in ("categories", "products")]
+            pending = con.execute(
+                """SELECT
+                     (SELECT count(*) FROM onec_products p LEFT JOIN tec_delivery_products d ON d.external_id = p.id
+                       WHERE d.dead_lettered_at IS NULL AND (p.removed_at IS NULL OR d.pushed_hash IS NOT NULL)
+                         AND CASE WHEN p.removed_at IS NULL THEN p.content_hash ELSE 'removed:' || p.content_hash END
+                             IS DISTINCT FROM d.pushed_hash)
+                   + (SELECT count(*) FROM onec_categories c JOIN category_tree t ON t.id = c.id AND t.status = 'ok'
+                       LEFT JOIN tec_delivery_categories d ON d.external_id = c.id
+                       WHERE d.dead_lettered_at IS NULL AND (c.removed_at IS NULL OR d.pushed_hash IS NOT NULL)
+                         AND CASE WHEN c.removed_at IS NULL THEN c.content_hash ELSE 'removed:' || c.content_hash END
+                             IS DISTINCT FROM d.pushed_hash)"""
+            ).fetchone()[0]
+    except FileNotFoundError:
+        observations = [observe_entity(onec, None, e) for e in ("categories", "products")]
+        pending = 0
+    except StoreBusyError as exc:
+        return dg.SkipReason(f"catalog store busy, will look again next tick: {exc}")
+    seen = "; ".join(o.describe() for o in observations)
+    requests = sum(o.requests for o in observations)
+    changed = sum(o.changed for o in observations)
+    if not changed and not pending:
+        return dg.SkipReason(
+            f"no genuine change in 1C ({seen}; {requests} requests) and nothing pending"
+        )
+    reason = f"{seen}; {pending} items pending delivery"
+    context.log.info(f"requesting incremental_sync: {reason}")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"onec-change-{time.time_ns()}",
+                tags={"catalog/trigger": "onec_change_sensor"},
+            )
+        ],
+        cursor=reason[:1000],
+    )

@@ -1,0 +1,364 @@
+"""The DuckDB staging schema and every statement that writes it.
+
+One table per asset (`onec_categories`, `category_tree`, `onec_products`,
+`tec_delivery_categories`, `tec_delivery_products`) plus the bookkeeping that makes a sync
+resumable: `sync_cursors`, `push_batches`, `quarantine`, `removal_guard`. Pages are staged
+with one set-based `INSERT … SELECT … ON CONFLICT` from an Arrow table, never row by row, and
+every change to a record's content takes a number from `catalog_change_seq`, which is what the
+outlet feeds page by.
+
+DuckDB allows one writing process per file. Opening waits for a lock held by another process
+(bounded by `lock_timeout_seconds`) and then fails with a message that says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+
+from catalog_assets.mapping import Rejection, StagedRecord
+
+ENTITIES = ("categories", "products")
+STAGING_TABLE = {"categories": "onec_categories", "products": "onec_products"}
+PUSH_TABLE = {"categories": "tec_delivery_categories", "products": "tec_delivery_products"}
+
+SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS catalog_change_seq START 1;
+CREATE TABLE IF NOT EXISTS onec_categories (
+    id VARCHAR PRIMARY KEY, parent VARCHAR NOT NULL, name VARCHAR NOT NULL,
+    modified_at TIMESTAMP, record VARCHAR NOT NULL, content_hash VARCHAR NOT NULL,
+    staged_at TIMESTAMP NOT NULL, seen_at TIMESTAMP NOT NULL, removed_at TIMESTAMP,
+    change_seq BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS onec_products (
+    id VARCHAR PRIMARY KEY, parent VARCHAR NOT NULL, name VARCHAR NOT NULL,
+    price DOUBLE, stock DOUBLE,
+    modified_at TIMESTAMP, record VARCHAR NOT NULL, content_hash VARCHAR NOT NULL,
+    staged_at TIMESTAMP NOT NULL, seen_at TIMESTAMP NOT NULL, removed_at TIMESTAMP,
+    change_seq BIGINT NOT NULL, price_seq BIGINT NOT NULL, stock_seq BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS category_tree (
+    id VARCHAR PRIMARY KEY, parent VARCHAR NOT NULL, depth INTEGER, path VARCHAR NOT NULL,
+    status VARCHAR NOT NULL, problem VARCHAR, computed_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tec_delivery_categories (
+    external_id VARCHAR PRIMARY KEY, pushed_hash VARCHAR, pushed_at TIMESTAMP,
+    enabled BOOLEAN, attempts INTEGER NOT NULL DEFAULT 0, last_error VARCHAR,
+    last_attempt_at TIMESTAMP, dead_lettered_at TIMESTAMP, last_batch_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS tec_delivery_products (
+    external_id VARCHAR PRIMARY KEY, pushed_hash VARCHAR, pushed_at TIMESTAMP,
+    enabled BOOLEAN, attempts INTEGER NOT NULL DEFAULT 0, last_error VARCHAR,
+    last_attempt_at TIMESTAMP, dead_lettered_at TIMESTAMP, last_batch_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS push_batches (
+    batch_id VARCHAR PRIMARY KEY, run_id VARCHAR, entity VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL, duration_ms INTEGER, item_count INTEGER NOT NULL,
+    external_ids VARCHAR[], http_status INTEGER, ok BOOLEAN NOT NULL, error VARCHAR,
+    response_body VARCHAR
+);
+CREATE TABLE IF NOT EXISTS sync_cursors (
+    entity VARCHAR PRIMARY KEY, modified_since VARCHAR NOT NULL,
+    updated_at TIMESTAMP NOT NULL, run_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    entity VARCHAR NOT NULL, record_key VARCHAR NOT NULL, record_id VARCHAR,
+    reason VARCHAR NOT NULL, raw VARCHAR NOT NULL, first_seen_at TIMESTAMP NOT NULL,
+    last_seen_at TIMESTAMP NOT NULL, run_id VARCHAR, resolved_at TIMESTAMP,
+    PRIMARY KEY (entity, record_key)
+);
+CREATE TABLE IF NOT EXISTS removal_guard (
+    entity VARCHAR PRIMARY KEY, run_id VARCHAR, would_remove BIGINT NOT NULL,
+    live_total BIGINT NOT NULL, max_share DOUBLE NOT NULL, blocked BOOLEAN NOT NULL,
+    decided_at TIMESTAMP NOT NULL
+);
+"""
+
+
+class StoreBusyError(RuntimeError):
+    """Another process holds the DuckDB file; raised after waiting, never a raw IOException."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class CatalogStore(dg.ConfigurableResource):
+    """The staging database. `path` comes from CATALOG_DUCKDB_PATH."""
+
+    path: str = "data/catalog.duckdb"
+    lock_timeout_seconds: float = 30.0
+
+    @contextmanager
+    def connect(
+        self, read_only: bool = False, lock_timeout: float | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        timeout = self.lock_timeout_seconds if lock_timeout is None else lock_timeout
+        if not read_only:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        elif not os.path.exists(self.path):
+            raise FileNotFoundError(f"no catalog store at {self.path}: run full_resync first")
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(self.path, read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(
+                        f"DuckDB file {self.path} is locked by another process for more than "
+                        f"{timeout:.0f}s (a sync run, or a tool holding it open)"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        try:
+            if not read_only:
+                con.execute(SCHEMA)
+            yield con
+        finally:
+            con.close()
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+@dataclass
+class StageCounts:
+    fetched: int = 0
+    changed: int = 0
+    quarantined: int = 0
+
+    def add(self, other: StageCounts) -> None:
+        self.fetched += other.fetched
+        self.changed += other.changed
+        self.quarantined += other.quarantined
+
+
+def _page_table(records: list[StagedRecord], with_numbers: bool) -> pa.Table:
+    # A later copy of the same id within one page wins: DuckDB refuses to upsert a key twice
+    # in one statement, and the later copy is the one 1C served last.
+    unique = list({r.id: r for r in records}.values())
+    columns = {
+        "id": [r.id for r in unique],
+        "parent": [r.parent for r in unique],
+        "name": [r.name for r in unique],
+        "modified_at": pa.array(
+            [datetime.fromisoformat(r.modified_at) if r.modified_at else None for r in unique],
+            pa.timestamp("us"),
+        ),
+        "record": [r.record_json for r in unique],
+        "content_hash": [r.content_hash for r in unique],
+    }
+    if with_numbers:
+        columns["price"] = pa.array([r.price for r in unique], pa.float64())
+        columns["stock"] = pa.array([r.stock for r in unique], pa.float64())
+    return pa.table(columns)
+
+
+def stage_page(
+    con: duckdb.DuckDBPyConnection,
+    entity: str,
+    records: list[StagedRecord],
+    rejections: list[Rejection],
+    *,
+    seen_at: datetime,
+    run_id: str | None,
+) -> StageCounts:
+    """Upsert one page in one transaction; quarantine its bad records in the same one.
+
+    A row's `change_seq` (and for products `price_seq` / `stock_seq`) moves only when its
+    content (or that one value) changed, or when it comes back after being removed, so the
+    outlet feeds carry genuine changes only. `seen_at` marks the row as present in this pass,
+    which is how a full resync finds removals.
+    """
+    counts = StageCounts(fetched=len(records) + len(rejections), quarantined=len(rejections))
+    table = STAGING_TABLE[entity]
+    products = entity == "products"
+    with transaction(con):
+        if records:
+            con.register("page", _page_table(records, products))
+            counts.changed = con.execute(
+                f"""SELECT count(*) FROM page p LEFT JOIN {table} t USING (id)
+                    WHERE t.id IS NULL OR t.content_hash <> p.content_hash
+                       OR t.removed_at IS NOT NULL"""
+            ).fetchone()[0]
+            extra_cols = ", price, stock, price_seq, stock_seq" if products else ""
+            extra_vals = (
+                ", price, stock, nextval('catalog_change_seq'), nextval('catalog_change_seq')"
+                if products
+                else ""
+            )
+            changed = "(t.content_hash <> excluded.content_hash OR t.removed_at IS NOT NULL)"
+            extra_updates = (
+                """, price = excluded.price, stock = excluded.stock,
+                price_seq = CASE WHEN t.price IS DISTINCT FROM excluded.price OR t.removed_at IS NOT NULL
+                                 THEN excluded.change_seq ELSE t.price_seq END,
+                stock_seq = CASE WHEN t.stock IS DISTINCT FROM excluded.stock OR t.removed_at IS NOT NULL
+                                 THEN excluded.change_seq ELSE t.stock_seq END"""
+                if products
+                else ""
+            )
+            con.execute(
+                f"""INSERT INTO {table} AS t (id, parent, name, modified_at, record, content_hash,
+                        staged_at, seen_at, removed_at, change_seq{extra_cols})
+                    SELECT id, parent, name, modified_at, record, content_hash,
+                        $now, $now, NULL, nextval('catalog_change_seq'){extra_vals}
+                    FROM page
+                    ON CONFLICT (id) DO UPDATE SET
+                        parent = excluded.parent, name = excluded.name,
+                        modified_at = excluded.modified_at, record = excluded.record,
+                        staged_at = CASE WHEN {changed} THEN excluded.staged_at ELSE t.staged_at END,
+                        change_seq = CASE WHEN {changed} THEN excluded.change_seq ELSE t.change_seq END,
+                        content_hash = excluded.content_hash,
+                        seen_at = excluded.seen_at, removed_at = NULL{extra_updates}""",
+                {"now": seen_at},
+            )
+            con.execute(
+                """UPDATE quarantine SET resolved_at = $now
+                   WHERE entity = $entity AND resolved_at IS NULL
+                     AND record_id IN (SELECT id FROM page)""",
+                {"now": seen_at, "entity": entity},
+            )
+            con.unregister("page")
+        for rejection in rejections:
+            con.execute(
+                """INSERT INTO quarantine AS q VALUES
+                       ($entity, $key, $id, $reason, $raw, $now, $now, $run, NULL)
+                   ON CONFLICT (entity, record_key) DO UPDATE SET
+                       reason = excluded.reason, raw = excluded.raw,
+                       last_seen_at = excluded.last_seen_at, run_id = excluded.run_id,
+                       resolved_at = NULL""",
+                {
+                    "entity": entity,
+                    "key": rejection.record_id or f"raw:{hash_text(rejection.raw)}",
+                    "id": rejection.record_id,
+                    "reason": rejection.reason,
+                    "raw": rejection.raw,
+                    "now": seen_at,
+                    "run": run_id,
+                },
+            )
+    return counts
+
+
+def hash_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def get_cursor(con: duckdb.DuckDBPyConnection, entity: str) -> str | None:
+    row = con.execute(
+        "SELECT modified_since FROM sync_cursors WHERE entity = ?", [entity]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def set_cursor(con: duckdb.DuckDBPyConnection, entity: str, value: str, run_id: str | None) -> None:
+    con.execute(
+        """INSERT INTO sync_cursors VALUES (?, ?, ?, ?)
+           ON CONFLICT (entity) DO UPDATE SET modified_since = excluded.modified_since,
+               updated_at = excluded.updated_at, run_id = excluded.run_id""",
+        [entity, value, utcnow(), run_id],
+    )
+
+
+def max_modified_at(con: duckdb.DuckDBPyConnection, entity: str, since: datetime) -> str | None:
+    """The newest `modified_at` among rows seen since `since`: where the cursor may move to."""
+    row = con.execute(
+        f"SELECT strftime(max(modified_at), '%Y-%m-%dT%H:%M:%S') FROM {STAGING_TABLE[entity]} WHERE seen_at >= ?",
+        [since],
+    ).fetchone()
+    return row[0] if row else None
+
+
+@dataclass
+class RemovalDecision:
+    would_remove: int
+    live_total: int
+    max_share: float
+    blocked: bool
+    applied: int
+
+
+def apply_removals(
+    con: duckdb.DuckDBPyConnection,
+    entity: str,
+    *,
+    pass_started: datetime,
+    max_share: float,
+    confirmed: bool,
+    run_id: str | None,
+) -> RemovalDecision:
+    """After a complete, consistent pass: rows not seen since it started are gone from 1C.
+
+    A guard refuses to remove more than `max_share` of the live rows at once — a half-empty
+    answer from 1C must not empty the shop — unless an operator confirmed this run.
+    """
+    table = STAGING_TABLE[entity]
+    would_remove, live_total = con.execute(
+        f"""SELECT count(*) FILTER (WHERE seen_at < $start), count(*)
+            FROM {table} WHERE removed_at IS NULL""",
+        {"start": pass_started},
+    ).fetchone()
+    share = would_remove / live_total if live_total else 0.0
+    blocked = would_remove > 0 and share > max_share and not confirmed
+    applied = 0
+    with transaction(con):
+        if would_remove and not blocked:
+            extra = (
+                ", price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq')"
+                if entity == "products"
+                else ""
+            )
+            con.execute(
+                f"""UPDATE {table} SET removed_at = $now, change_seq = nextval('catalog_change_seq'){extra}
+                    WHERE removed_at IS NULL AND seen_at < $start""",
+                {"now": utcnow(), "start": pass_started},
+            )
+            applied = would_remove
+        con.execute(
+            """INSERT INTO removal_guard VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (entity) DO UPDATE SET run_id = excluded.run_id,
+                   would_remove = excluded.would_remove, live_total = excluded.live_total,
+                   max_share = excluded.max_share, blocked = excluded.blocked,
+                   decided_at = excluded.decided_at""",
+            [entity, run_id, would_remove, live_total, max_share, blocked, utcnow()],
+        )
+    return RemovalDecision(would_remove, live_total, max_share, blocked, applied)
+
+
+def preview(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, limit: int = 10
+) -> str:
+    """A small Markdown table for asset metadata."""
+    frame = con.execute(f"{sql} LIMIT {int(limit)}", params or []).df()
+    if frame.empty:
+        return "(no rows)"
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = [
+        "| " + " | ".join(str(v).replace("|", "\\|")[:60] for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
+    return "\n".join([header, rule, *rows])

@@ -1,0 +1,104 @@
+"""Pure: the category hierarchy from (id, parent) pairs, with every problem named.
+
+Tec.Delivery rejects a category whose parent it does not know, so only categories with an
+unbroken chain of valid ancestors up to the root are pushable. Everything else is flagged:
+an orphan (parent unknown), a category in a parent cycle, one whose parent is a product, and
+every descendant of those (it cannot be placed until its ancestor is fixed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from catalog_assets.mapping import ROOT_PARENT
+
+OK = "ok"
+ORPHAN = "orphan"
+CYCLE = "cycle"
+PARENT_IS_PRODUCT = "parent_is_product"
+UNDER_PROBLEM = "under_problem"
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    id: str
+    parent: str
+    depth: int | None
+    path: str
+    status: str
+    problem: str | None
+
+
+def build_category_tree(
+    categories: dict[str, tuple[str, str]], product_ids: frozenset[str] = frozenset()
+) -> list[TreeNode]:
+    """`categories` maps id -> (parent, name). Iterative, so a 10-level tree or a 2000-long
+    chain costs the same stack. Each node is resolved once: O(n)."""
+    resolved: dict[str, TreeNode] = {}
+
+    def names(chain: list[str]) -> str:
+        return " / ".join(categories[c][1] for c in chain)
+
+    for start in categories:
+        if start in resolved:
+            continue
+        chain: list[str] = []  # from `start` upwards, not yet resolved
+        on_chain: set[str] = set()
+        node = start
+        while True:
+            if node in resolved:
+                base = resolved[node]
+                break
+            if node in on_chain:
+                # Everything from the first occurrence of `node` upwards is the cycle.
+                loop = chain[chain.index(node) :]
+                loop_text = " -> ".join(loop + [node])
+                for member in loop:
+                    resolved[member] = TreeNode(
+                        member,
+                        categories[member][0],
+                        None,
+                        categories[member][1],
+                        CYCLE,
+                        f"parent cycle: {loop_text}",
+                    )
+                chain = chain[: chain.index(node)]
+                base = resolved[node]
+                break
+            parent = categories[node][0]
+            chain.append(node)
+            on_chain.add(node)
+            if parent == ROOT_PARENT:
+                base = None
+                break
+            if parent not in categories:
+                kind, problem = (
+                    (PARENT_IS_PRODUCT, f"parent {parent} is a product, not a category")
+                    if parent in product_ids
+                    else (ORPHAN, f"parent {parent} is not a known category")
+                )
+                resolved[node] = TreeNode(node, parent, None, categories[node][1], kind, problem)
+                chain.pop()
+                base = resolved[node]
+                break
+            node = parent
+        # Unwind: resolve the chain top-down from `base`.
+        for child in reversed(chain):
+            parent, name = categories[child]
+            if base is None:
+                resolved[child] = TreeNode(child, parent, 0, name, OK, None)
+            elif base.status == OK:
+                resolved[child] = TreeNode(
+                    child, parent, base.depth + 1, f"{base.path} / {name}", OK, None
+                )
+            else:
+                resolved[child] = TreeNode(
+                    child,
+                    parent,
+                    None,
+                    f"{base.path} / {name}",
+                    UNDER_PROBLEM,
+                    f"ancestor {base.id} is flagged ({base.status})",
+                )
+            base = resolved[child]
+    return [resolved[c] for c in categories]

@@ -1,0 +1,168 @@
+"""Both HTTP clients against the emulators on loopback: paging, the walk, retries, errors."""
+
+import pytest
+
+from catalog_assets.emulators import Catalog, OneCEmulator, TecDeliveryEmulator
+from catalog_assets.http import UpstreamError
+from catalog_assets.mapping import EPOCH
+from catalog_assets.onec.client import OneCCatalogClient, OneCResponseError, PassReport
+from catalog_assets.tec_delivery.client import TecDeliveryClient
+
+from .conftest import TOKEN
+
+
+def catalog_of(products: int) -> Catalog:
+    catalog = Catalog()
+    catalog.upsert_category("cat", "0", "Бакалея", modified_at="2026-01-01T00:00:00")
+    for i in range(products):
+        catalog.upsert_product(
+            {
+                "id": f"p{i:05d}",
+                "parent": "cat",
+                "type": "product",
+                "name": f"Товар {i}",
+                "price": i,
+                "stock": 1,
+            },
+            modified_at=f"2026-02-{1 + i % 28:02d}T00:00:00",
+        )
+    return catalog
+
+
+def client(emulator: OneCEmulator, **kwargs) -> OneCCatalogClient:
+    return OneCCatalogClient(
+        base_url=emulator.url, backoff_seconds=0.01, max_retries=2, timeout_seconds=2, **kwargs
+    )
+
+
+@pytest.mark.parametrize("products, pages", [(0, 1), (1, 1), (100, 1), (101, 2), (250, 3)])
+def test_pagination_returns_every_product_once(products, pages):
+    with OneCEmulator(catalog_of(products)).start() as onec:
+        report = PassReport()
+        fetched = [
+            r["id"]
+            for page in client(onec).pages(type="product", modified_since=EPOCH, report=report)
+            for r in page.records
+        ]
+        assert sorted(fetched) == [f"p{i:05d}" for i in range(products)]
+        # `count` tells when to stop: 100 items need no second, empty request.
+        assert report.requests == pages
+        assert report.consistent
+        assert all(int(r["query"]["limit"]) <= 100 for r in onec.requests)
+
+
+def test_walk_reaches_every_level_and_every_sibling():
+    catalog = Catalog()
+    parent = "0"
+    for depth in range(6):  # a chain 6 levels deep
+        catalog.upsert_category(f"d{depth}", parent, f"Уровень {depth}")
+        parent = f"d{depth}"
+    for i in range(150):  # 150 siblings under one parent: two pages
+        catalog.upsert_category(f"s{i:03d}", "d2", f"Подкатегория {i}")
+    catalog.upsert_category("deep", "s149", "Под сотой")
+    with OneCEmulator(catalog).start() as onec:
+        report = PassReport()
+        found = [
+            r["id"]
+            for records in client(onec).walk_categories(modified_since=EPOCH, report=report)
+            for r in records
+        ]
+        assert sorted(found) == sorted(c["id"] for c in catalog.categories())
+        assert len(found) == len(set(found)) == 6 + 150 + 1
+        parents_asked = [r["query"].get("parent") for r in onec.requests]
+        assert parents_asked.count("d2") == 2  # 150 children -> two pages
+
+
+def test_retries_5xx_and_honours_retry_after():
+    with OneCEmulator(catalog_of(3)).start() as onec:
+        onec.inject(status=503, headers={"Retry-After": "0"}, times=2)
+        page = client(onec).fetch_page(type="product", modified_since=EPOCH)
+        assert page.count == 3
+        assert onec.request_count == 3
+
+
+def test_gives_up_after_retries_naming_the_request_not_the_password():
+    with OneCEmulator(catalog_of(3), username="u", password="pw-SECRET").start() as onec:
+        onec.inject(status=500, times=10)
+        with pytest.raises(UpstreamError) as failure:
+            client(onec, username="u", password="pw-SECRET").fetch_page(
+                type="product", modified_since=EPOCH
+            )
+        assert "HTTP 500" in str(failure.value) and "type=product" in str(failure.value)
+        assert "pw-SECRET" not in str(failure.value)
+        assert onec.request_count == 3  # the first try and two retries
+
+
+def test_other_4xx_is_not_retried():
+    with OneCEmulator(catalog_of(3), username="u", password="right").start() as onec:
+        with pytest.raises(UpstreamError, match="HTTP 401"):
+            client(onec, username="u", password="wrong").fetch_page(
+                type="product", modified_since=EPOCH
+            )
+        assert onec.request_count == 1
+
+
+def test_connection_errors_are_retried_then_named():
+    with OneCEmulator(catalog_of(1)).start() as onec:
+        onec.inject(drop_connection=True, times=1)
+        assert client(onec).fetch_page(type="product", modified_since=EPOCH).count == 1
+        onec.inject(drop_connection=True, times=10)
+        with pytest.raises(UpstreamError, match="failed after 2 retries: GET .*type=product"):
+            client(onec).fetch_page(type="product", modified_since=EPOCH)
+
+
+@pytest.mark.parametrize(
+    "body, content_type, complaint",
+    [
+        ("<html><body>Сервис временно недоступен</body></html>", "text/html", "not JSON"),
+        ({"count": 1}, "application/json", "without a `data` list"),
+        (
+            {"count": 1, "data": [{"id": "a"}, {"id": "b"}]},
+            "application/json",
+            "count=1 but 2 records",
+        ),
+        ({"count": "many", "data": []}, "application/json", "not a count"),
+    ],
+)
+def test_untrustworthy_pages_are_refused_specifically(body, content_type, complaint):
+    with OneCEmulator(catalog_of(1)).start() as onec:
+        onec.inject(status=200, body=body, content_type=content_type)
+        with pytest.raises(OneCResponseError, match=complaint):
+            client(onec).fetch_page(type="product", modified_since=EPOCH)
+
+
+def test_tec_delivery_success_rejection_and_fatal():
+    with TecDeliveryEmulator(token=TOKEN).start() as tec:
+        good = TecDeliveryClient(url=tec.url, token=TOKEN, backoff_seconds=0.01, max_retries=1)
+        outcome = good.put_products([{"external_id": "c1", "name": "Бакалея", "is_category": True}])
+        assert outcome.ok and outcome.http_status == 200 and "success" in outcome.body
+        rejected = good.put_products(
+            [{"external_id": "c2", "external_parent_id": "nope", "name": "X", "is_category": True}]
+        )
+        assert not rejected.ok and rejected.rejected and rejected.http_status == 400
+        bad_token = TecDeliveryClient(
+            url=tec.url, token="wrong-token", backoff_seconds=0.01, max_retries=1
+        )
+        fatal = bad_token.put_products([{"external_id": "c3", "name": "Y", "is_category": True}])
+        assert fatal.fatal and fatal.http_status == 401 and "wrong-token" not in (fatal.error or "")
+        assert all(r.get("token") in (None, "***") for r in tec.requests)
+
+
+def test_tec_delivery_error_status_in_a_200_body_is_a_rejection():
+    with TecDeliveryEmulator(token=TOKEN).start() as tec:
+        tec.inject(status=200, body={"status": "error", "message": "quota"})
+        outcome = TecDeliveryClient(url=tec.url, token=TOKEN).put_products(
+            [{"external_id": "c", "name": "C", "is_category": True}]
+        )
+        assert not outcome.ok and outcome.rejected and "quota" in outcome.error
+
+
+def test_tec_delivery_retries_then_reports_without_token():
+    with TecDeliveryEmulator(token=TOKEN).start() as tec:
+        tec.inject(status=502, times=10)
+        outcome = TecDeliveryClient(
+            url=tec.url, token=TOKEN, backoff_seconds=0.01, max_retries=2
+        ).put_products([{"external_id": "c", "name": "C", "is_category": True}])
+        assert not outcome.ok and not outcome.rejected and outcome.http_status == 502
+        assert TOKEN not in outcome.error and TOKEN not in outcome.body
+        assert len(tec.requests) == 3

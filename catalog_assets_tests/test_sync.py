@@ -1,0 +1,230 @@
+"""The whole path through Dagster: 1C emulator -> DuckDB -> Tec.Delivery emulator."""
+
+import dagster as dg
+
+from catalog_assets.mapping import product_item
+from catalog_assets.sensors import onec_change_sensor
+
+from .conftest import materializations
+
+
+def live_ids(catalog, kind):
+    return {r["id"] for r in (catalog.categories() if kind == "category" else catalog.products())}
+
+
+def pushed_ids(tec, since: int = 0) -> list[str]:
+    return [i for r in tec.requests[since:] if r["status"] == 200 for i in r["external_ids"]]
+
+
+def test_full_resync_delivers_the_whole_catalog(platform):
+    result = platform.run("full_resync")
+    assert result.success
+    tec, catalog = platform.tec, platform.catalog
+    assert set(tec.categories) == live_ids(catalog, "category")
+    assert set(tec.products) == live_ids(catalog, "product")
+    # The emulator stores exactly what we sent: compare with the seed mapping of the source.
+    for record in catalog.products()[:50]:
+        stored = dict(tec.products[record["id"]])
+        assert stored.pop("enable") is True  # the emulator's own availability state
+        assert stored == product_item(record)
+    products = materializations(result, "onec_products")
+    assert products["fetched"] == products["changed"] == len(catalog.products())
+    assert products["cursor_before"] == "(none)"
+    assert products["cursor_after"] == max(r["modified_at"] for r in catalog.products())
+    pushed = materializations(result, "tec_delivery_products")
+    assert pushed["pushed"] == len(catalog.products()) and pushed["failed"] == 0
+    tree = materializations(result, "category_tree")
+    assert tree["flagged"] == 0 and tree["max_depth"] >= 5
+    # Every batch is logged with its outcome; categories went parents first.
+    batches = platform.query("SELECT entity, item_count, http_status, ok FROM push_batches")
+    assert all(ok and status == 200 and 1 <= n <= 100 for _, n, status, ok in batches)
+    assert platform.query(
+        "SELECT count(*) FROM tec_delivery_products WHERE pushed_hash IS NOT NULL"
+    )[0][0] == len(catalog.products())
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+
+
+def test_incremental_pushes_exactly_what_changed(platform):
+    platform.run("full_resync")
+    catalog, tec = platform.catalog, platform.tec
+    before = len(tec.requests)
+    products = sorted(catalog.products(), key=lambda r: r["id"])
+    for record in products[:3]:
+        catalog.upsert_product({"id": record["id"], "price": (record.get("price") or 0) + 10})
+    deepest = max(platform.query("SELECT id, depth FROM category_tree"), key=lambda r: r[1])[0]
+    catalog.upsert_category(
+        deepest, catalog.get(deepest)["parent"], "Переименованная глубокая категория"
+    )
+    new_id = "11111111-2222-3333-4444-555555555555"
+    catalog.upsert_product(
+        {
+            "id": new_id,
+            "parent": deepest,
+            "type": "product",
+            "name": "Новинка",
+            "price": 99,
+            "stock": 5,
+        }
+    )
+
+    result = platform.run("incremental_sync")
+    assert result.success
+    expected = {r["id"] for r in products[:3]} | {deepest, new_id}
+    assert sorted(pushed_ids(tec, before)) == sorted(expected)
+    assert tec.products[products[0]["id"]]["price"] == (products[0].get("price") or 0) + 10
+    assert tec.categories[deepest]["name"] == "Переименованная глубокая категория"
+    meta = materializations(result, "onec_products")
+    assert (
+        meta["changed"] == 4
+    )  # three edits and one new product; items at the cursor are re-read but unchanged
+
+
+def test_a_run_without_genuine_change_pushes_nothing(platform):
+    platform.run("full_resync")
+    before = len(platform.tec.requests)
+    result = platform.run("incremental_sync")
+    assert result.success
+    assert platform.tec.requests[before:] == []
+    assert materializations(result, "onec_products")["changed"] == 0
+    assert materializations(result, "tec_delivery_products")["pushed"] == 0
+
+
+def tick(platform, cursor=None):
+    with dg.build_sensor_context(
+        instance=platform.instance, cursor=cursor, resources=platform.resources
+    ) as context:
+        return onec_change_sensor(context)
+
+
+def test_sensor_skips_a_quiet_catalog_in_two_requests(platform):
+    platform.run("full_resync")
+    platform.onec.reset_log()
+    outcome = tick(platform)
+    assert isinstance(outcome, dg.SkipReason)
+    assert (
+        "no genuine change" in outcome.skip_message
+        and "products: 0 changed" in outcome.skip_message
+    )
+    assert platform.onec.request_count == 2
+
+
+def test_sensor_requests_a_run_for_a_deep_category_change(platform):
+    platform.run("full_resync")
+    deepest = max(platform.query("SELECT id, depth FROM category_tree"), key=lambda r: r[1])[0]
+    platform.catalog.upsert_category(deepest, platform.catalog.get(deepest)["parent"], "Новое имя")
+    outcome = tick(platform)
+    assert isinstance(outcome, dg.SensorResult)
+    assert len(outcome.run_requests) == 1
+    assert "categories: 1 changed" in outcome.cursor
+
+
+def test_sensor_requests_a_first_sync_on_an_empty_store(platform):
+    outcome = tick(platform)
+    assert isinstance(outcome, dg.SensorResult) and outcome.run_requests
+
+
+def test_failed_push_stays_pending_and_the_next_run_delivers_it(platform, monkeypatch):
+    platform.tec.inject(
+        status=503, times=1000, match=lambda body: not body["payload"][0].get("is_category")
+    )
+    failed = platform.run("full_resync", raise_on_error=False)
+    assert not failed.success
+    assert platform.tec.products == {}
+    pending = platform.query(
+        "SELECT count(*) FROM onec_products p LEFT JOIN tec_delivery_products d "
+        "ON d.external_id = p.id WHERE d.pushed_hash IS NULL"
+    )[0][0]
+    assert pending == len(platform.catalog.products())
+    # The cursor moved (everything is staged), yet nothing is lost: pending is a staging fact.
+    platform.tec.clear_faults()
+    backing_off = tick(platform)
+    assert (
+        isinstance(backing_off, dg.SkipReason)
+        and "failed; next attempt in" in backing_off.skip_message
+    )
+    monkeypatch.setattr("catalog_assets.sensors.RETRY_AFTER_FAILURE_SECONDS", 0)
+    outcome = tick(platform)  # the sensor sees the pending items, even with 1C quiet
+    assert isinstance(outcome, dg.SensorResult) and "pending delivery" in outcome.cursor
+    assert platform.run("incremental_sync").success
+    assert set(platform.tec.products) == live_ids(platform.catalog, "product")
+
+
+def test_one_bad_item_does_not_hold_back_its_batch(platform):
+    victim = sorted(r["id"] for r in platform.catalog.products())[5]
+    platform.tec.reject_ids.add(victim)
+    result = platform.run("full_resync")
+    assert result.success  # 1 of several hundred is under the reject threshold
+    assert set(platform.tec.products) == live_ids(platform.catalog, "product") - {victim}
+    row = platform.query(
+        "SELECT attempts, last_error FROM tec_delivery_products WHERE external_id = ?", [victim]
+    )[0]
+    assert row[0] == 1 and victim in row[1]
+    check = {
+        c.check_name: c
+        for c in result.get_asset_check_evaluations()
+        if c.asset_key == dg.AssetKey("tec_delivery_products")
+    }
+    assert not check["no_rejected_items"].passed
+    # Fixed on the Tec.Delivery side: the next run delivers it.
+    platform.tec.reject_ids.clear()
+    assert platform.run("incremental_sync").success
+    assert victim in platform.tec.products
+
+
+def test_removed_items_are_disabled_and_revived(platform):
+    platform.run("full_resync")
+    gone = sorted(r["id"] for r in platform.catalog.products())[:3]
+    saved = {i: platform.catalog.get(i) for i in gone}
+    for item_id in gone:
+        platform.catalog.remove(item_id)
+    result = platform.run("full_resync")
+    assert materializations(result, "onec_products")["removed"] == 3
+    assert all(platform.tec.products[i]["enable"] is False for i in gone)
+    platform.catalog.upsert_product(saved[gone[0]])
+    platform.run("incremental_sync")
+    assert platform.tec.products[gone[0]]["enable"] is True
+
+
+def test_removal_guard_holds_a_half_empty_answer(platform):
+    platform.run("full_resync")
+    products = sorted(r["id"] for r in platform.catalog.products())
+    for item_id in products[: len(products) // 2]:
+        platform.catalog.remove(item_id)
+    result = platform.run("full_resync")
+    assert materializations(result, "onec_products")["removals_blocked"] == len(products) // 2
+    assert all(platform.tec.products[i].get("enable", True) for i in products)
+    guard = {
+        c.check_name: c
+        for c in result.get_asset_check_evaluations()
+        if c.asset_key == dg.AssetKey("onec_products")
+    }
+    assert not guard["removals_within_guard"].passed
+    confirmed = platform.run(
+        "full_resync",
+        run_config={
+            "ops": {
+                "onec_products": {"config": {"full": True, "confirm_removals": True}},
+                "onec_categories": {"config": {"full": True}},
+                "tec_delivery_categories": {"config": {"repush_all": True}},
+                "tec_delivery_products": {"config": {"repush_all": True}},
+            }
+        },
+    )
+    assert materializations(confirmed, "onec_products")["removed"] == len(products) // 2
+    assert platform.tec.products[products[0]]["enable"] is False
+
+
+def test_orphans_and_cycles_are_flagged_not_pushed(platform):
+    catalog = platform.catalog
+    catalog.upsert_category("orphan-1", "no-such-parent", "Сирота")
+    catalog.upsert_category("cyc-a", "cyc-b", "Цикл А")
+    catalog.upsert_category("cyc-b", "cyc-a", "Цикл Б")
+    result = platform.run("full_resync")
+    assert result.success
+    statuses = dict(platform.query("SELECT id, status FROM category_tree WHERE status <> 'ok'"))
+    assert statuses == {"orphan-1": "orphan", "cyc-a": "cycle", "cyc-b": "cycle"}
+    assert not {"orphan-1", "cyc-a", "cyc-b"} & set(platform.tec.categories)
+    check = next(
+        c for c in result.get_asset_check_evaluations() if c.check_name == "category_tree_is_whole"
+    )
+    assert not check.passed and check.metadata["flagged"].value == 3

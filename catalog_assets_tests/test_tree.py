@@ -1,0 +1,50 @@
+"""Tree flattening: depth, path, and every way a hierarchy can be broken."""
+
+from catalog_assets.tree import (
+    CYCLE,
+    OK,
+    ORPHAN,
+    PARENT_IS_PRODUCT,
+    UNDER_PROBLEM,
+    build_category_tree,
+)
+
+
+def by_id(nodes):
+    return {n.id: n for n in nodes}
+
+
+def test_depth_and_path():
+    tree = by_id(
+        build_category_tree({"a": ("0", "Бакалея"), "b": ("a", "Крупы"), "c": ("b", "Рис")})
+    )
+    assert (tree["a"].depth, tree["b"].depth, tree["c"].depth) == (0, 1, 2)
+    assert tree["c"].path == "Бакалея / Крупы / Рис"
+    assert {n.status for n in tree.values()} == {OK}
+
+
+def test_orphan_and_its_descendants_are_flagged():
+    tree = by_id(build_category_tree({"a": ("ghost", "A"), "b": ("a", "B")}))
+    assert tree["a"].status == ORPHAN and "ghost" in tree["a"].problem
+    assert tree["b"].status == UNDER_PROBLEM
+
+
+def test_cycle_members_and_hangers_on_are_flagged():
+    tree = by_id(
+        build_category_tree({"a": ("b", "A"), "b": ("a", "B"), "c": ("a", "C"), "r": ("0", "R")})
+    )
+    assert tree["a"].status == tree["b"].status == CYCLE
+    assert "a -> b -> a" in tree["a"].problem or "b -> a -> b" in tree["a"].problem
+    assert tree["c"].status == UNDER_PROBLEM
+    assert tree["r"].status == OK
+
+
+def test_parent_that_is_a_product():
+    tree = by_id(build_category_tree({"a": ("p1", "A")}, product_ids=frozenset({"p1"})))
+    assert tree["a"].status == PARENT_IS_PRODUCT
+
+
+def test_deep_chain_does_not_recurse():
+    chain = {f"c{i}": (f"c{i - 1}" if i else "0", f"n{i}") for i in range(5000)}
+    tree = by_id(build_category_tree(chain))
+    assert tree["c4999"].depth == 4999
