@@ -9,7 +9,8 @@ from .conftest import materializations
 
 
 def live_ids(catalog, kind):
-    return {r["id"] for r in (catalog.categories() if kind == "category" else catalog.products())}
+    records = catalog.categories() if kind == "category" else catalog.products()
+    return {r["id"] for r in records if r.get("id")}
 
 
 def pushed_ids(tec, since: int = 0) -> list[str]:
@@ -228,3 +229,91 @@ def test_orphans_and_cycles_are_flagged_not_pushed(platform):
         c for c in result.get_asset_check_evaluations() if c.check_name == "category_tree_is_whole"
     )
     assert not check.passed and check.metadata["flagged"].value == 3
+
+
+def test_an_unusable_page_is_quarantined_and_the_rest_syncs(platform):
+    html = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+    # The second product page answers 200 with a proxy's HTML, every time it is asked.
+    platform.onec.inject(
+        status=200,
+        body=html,
+        content_type="text/html",
+        times=3,
+        match=lambda q: q.get("type") == "product" and q.get("offset") == "100",
+    )
+    result = platform.run("full_resync")
+    assert result.success
+    products = sorted(platform.catalog.products(), key=lambda r: (r["modified_at"], r["id"]))
+    hidden = {r["id"] for r in products[100:200]}
+    assert set(platform.tec.products) == {r["id"] for r in products} - hidden
+    meta = materializations(result, "onec_products")
+    assert meta["cursor_after"] == "(none)" and "not JSON" in meta["paging_anomalies"]
+    quarantined = platform.query(
+        "SELECT record_key, reason FROM quarantine WHERE resolved_at IS NULL"
+    )
+    assert quarantined and quarantined[0][0] == "page@100" and "text/html" in quarantined[0][1]
+    check = {
+        c.check_name: c
+        for c in result.get_asset_check_evaluations()
+        if c.asset_key == dg.AssetKey("onec_products")
+    }
+    assert not check["no_quarantined_records"].passed
+    # 1C recovers: the held cursor makes the next incremental run read the hidden page again.
+    assert platform.run("incremental_sync").success
+    assert hidden <= set(platform.tec.products)
+    assert platform.query("SELECT count(*) FROM quarantine WHERE resolved_at IS NULL")[0][0] == 0
+
+
+def test_bad_records_are_quarantined_and_released_when_fixed(platform):
+    catalog = platform.catalog
+    catalog.add_raw(
+        {
+            "id": "bad-price",
+            "parent": "0",
+            "type": "product",
+            "name": "Цена?",
+            "price": "сто",
+            "modified_at": "2026-03-01T00:00:00",
+        }
+    )
+    catalog.add_raw(
+        {
+            "parent": "0",
+            "type": "product",
+            "name": "Без id",
+            "price": 1,
+            "modified_at": "2026-03-01T00:00:00",
+        }
+    )
+    catalog.add_raw(
+        {
+            "id": "bad-time",
+            "parent": "0",
+            "type": "product",
+            "name": "Время",
+            "price": 1,
+            "modified_at": "вчера",
+        }
+    )
+    result = platform.run("full_resync")
+    assert result.success
+    reasons = dict(
+        platform.query(
+            "SELECT record_key, reason FROM quarantine WHERE resolved_at IS NULL AND record_id IS NOT NULL"
+        )
+    )
+    assert (
+        "price must be a number" in reasons["bad-price"]
+        and "is not in the form" in reasons["bad-time"]
+    )
+    assert platform.query("SELECT count(*) FROM quarantine WHERE record_id IS NULL")[0][0] == 1
+    assert set(platform.tec.products) == live_ids(catalog, "product") - {
+        "bad-price",
+        "bad-time",
+    } - {None}
+    catalog.upsert_product({"id": "bad-price", "price": 100})  # fixed in 1C: a new modified_at
+    assert platform.run("incremental_sync").success
+    assert platform.tec.products["bad-price"]["price"] == 100
+    assert platform.query(
+        "SELECT resolved_at IS NOT NULL FROM quarantine WHERE record_key = 'bad-price'"
+    )[0][0]

@@ -8,6 +8,7 @@ The cursor moves only after the whole pass is staged, and only if 1C held still 
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -72,12 +73,24 @@ def prefetch(pages: Iterable[Any], depth: int = 2) -> Iterator[Any]:
                 worker.join(timeout=0.05)
 
 
+@dataclass(frozen=True)
+class UnusablePage:
+    """Stands in for a page 1C kept answering with garbage; it is quarantined as a whole."""
+
+    offset: int
+    problem: str
+    raw: str
+
+
 def split_page(
     records: list[Any], expected_type: str
 ) -> tuple[list[StagedRecord], list[Rejection]]:
     good: list[StagedRecord] = []
     bad: list[Rejection] = []
     for record in records:
+        if isinstance(record, UnusablePage):
+            bad.append(Rejection(f"page@{record.offset}", record.problem, record.raw))
+            continue
         result = validate_record(record, expected_type)
         (good if isinstance(result, StagedRecord) else bad).append(result)
     return good, bad
@@ -116,9 +129,15 @@ def finish_pass(
         newest = max_modified_at(con, entity, pass_started)
         candidates = [c for c in (cursor_before, newest) if c]
         cursor_after = max(candidates) if candidates else None
-        if cursor_after and cursor_after != cursor_before:
-            with transaction(con):
+        with transaction(con):
+            if cursor_after and cursor_after != cursor_before:
                 set_cursor(con, entity, cursor_after, context.run_id)
+            # A clean pass from a held cursor has re-read whatever an unusable page hid.
+            con.execute(
+                "UPDATE quarantine SET resolved_at = ? WHERE entity = ? AND resolved_at IS NULL"
+                " AND record_key LIKE 'page@%'",
+                [utcnow(), entity],
+            )
     else:
         context.log.warning(
             f"1C changed while {entity} were paged ({'; '.join(report.anomalies)}): "
@@ -224,7 +243,10 @@ def onec_categories(
 
 def _records(pages: Iterable[CatalogPage]) -> Iterator[list[Any]]:
     for page in pages:
-        yield page.records
+        if page.problem:
+            yield [UnusablePage(page.offset, page.problem, page.raw or "")]
+        else:
+            yield page.records
 
 
 @dg.asset(

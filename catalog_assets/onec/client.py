@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,9 +30,13 @@ class OneCResponseError(UpstreamError):
 
 @dataclass
 class CatalogPage:
+    """One page. `problem` is set (and `records` empty) when 1C kept serving garbage for it."""
+
     offset: int
     count: int
     records: list[Any]
+    problem: str | None = None
+    raw: str | None = None
 
 
 @dataclass
@@ -62,6 +67,7 @@ class OneCCatalogClient(dg.ConfigurableResource):
     max_retries: int = 4
     backoff_seconds: float = 0.5
     walk_concurrency: int = 4
+    bad_page_retries: int = 2
 
     _session: requests.Session | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -139,10 +145,16 @@ class OneCCatalogClient(dg.ConfigurableResource):
         seen: set[str] = set()
         offset = 0
         while True:
-            page = self.fetch_page(
-                type=type, modified_since=modified_since, parent=parent, offset=offset
-            )
-            report.requests += 1
+            page = self._fetch_trusted(type, modified_since, parent, offset, report)
+            if page.problem:
+                # Skip the page, not the pass: the rest of the catalog still syncs, and the
+                # anomaly holds the cursor so the next run asks for these items again.
+                report.anomalies.append(page.problem)
+                yield page
+                offset += self.page_size
+                if offset >= page.count:
+                    return
+                continue
             if report.first_count is None:
                 report.first_count = page.count
             elif page.count != report.last_count:
@@ -167,6 +179,28 @@ class OneCCatalogClient(dg.ConfigurableResource):
             offset += len(page.records)
             if not page.records or len(page.records) < self.page_size or offset >= page.count:
                 return
+
+    def _fetch_trusted(
+        self, type: str, modified_since: str, parent: str | None, offset: int, report: PassReport
+    ) -> CatalogPage:
+        """A page, asking again when 1C answers 200 with something that is not a page (a proxy's
+        HTML error page, a truncated body). A page that stays bad is returned with `problem`
+        set — unless it is the first, when there is no `count` to page on and the pass fails."""
+        for attempt in range(self.bad_page_retries + 1):
+            try:
+                report.requests += 1
+                return self.fetch_page(
+                    type=type, modified_since=modified_since, parent=parent, offset=offset
+                )
+            except OneCResponseError as exc:
+                if report.last_count is None and attempt == self.bad_page_retries:
+                    raise
+                if attempt == self.bad_page_retries:
+                    return CatalogPage(
+                        offset, report.last_count, [], problem=str(exc), raw=exc.body
+                    )
+                time.sleep(self.backoff_seconds * (2**attempt))
+        raise AssertionError("unreachable")
 
     def walk_categories(self, *, modified_since: str, report: PassReport) -> Iterator[list[Any]]:
         """The seed's walk: children of `parent=0`, then of each category found, level by level.
