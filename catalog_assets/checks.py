@@ -146,6 +146,46 @@ tec_delivery_products_delivered = dg.asset_check(
     description="Tec.Delivery accepted every product we sent.",
 )(_dead_letter_check("products"))
 
+HELD_BACK_PRODUCTS = """
+SELECT p.id, p.parent,
+       CASE WHEN c.id IS NULL AND pp.id IS NOT NULL THEN 'parent is a product'
+            WHEN c.id IS NULL THEN 'parent unknown in 1C'
+            WHEN t.status <> 'ok' THEN 'parent category flagged: ' || t.status
+            ELSE 'parent category not delivered' END AS reason
+FROM onec_products p
+LEFT JOIN tec_delivery_products d ON d.external_id = p.id
+LEFT JOIN tec_delivery_categories dc ON dc.external_id = p.parent
+LEFT JOIN onec_categories c ON c.id = p.parent AND c.removed_at IS NULL
+LEFT JOIN category_tree t ON t.id = p.parent
+LEFT JOIN onec_products pp ON pp.id = p.parent
+WHERE p.removed_at IS NULL AND p.parent <> '0'
+  AND p.content_hash IS DISTINCT FROM d.pushed_hash
+  AND NOT (dc.pushed_hash IS NOT NULL AND dc.enabled)
+"""
+
+
+@dg.asset_check(
+    asset=tec_delivery_products,
+    name="no_held_back_items",
+    description="No product is held back because its parent is unknown, a product, flagged "
+    "or undelivered.",
+)
+def tec_delivery_products_not_held_back(store: CatalogStore) -> dg.AssetCheckResult:
+    """Held-back products are not lost (they go out once their parent is fixed), but without
+    this check they would wait invisibly: only a push's `held_back` count mentioned them."""
+    with store.connect() as con:
+        held = con.execute(f"SELECT count(*) FROM ({HELD_BACK_PRODUCTS})").fetchone()[0]
+        examples = preview(con, f"{HELD_BACK_PRODUCTS} ORDER BY p.id")
+    return dg.AssetCheckResult(
+        passed=held == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None
+        if not held
+        else f"{held} products held back from Tec.Delivery by their parent",
+        metadata={"held_back": held, "examples": dg.MetadataValue.md(examples)},
+    )
+
+
 catalog_checks = [
     category_tree_is_whole,
     onec_categories_not_quarantined,
@@ -154,4 +194,5 @@ catalog_checks = [
     onec_products_removal_guard,
     tec_delivery_categories_delivered,
     tec_delivery_products_delivered,
+    tec_delivery_products_not_held_back,
 ]

@@ -62,6 +62,17 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def url_secrets(url: str | None) -> list[str]:
+    """The secret parts of a URL we hand to others (the webhook URL carries its token): the
+    whole URL, its password and query values named like secrets, for `redact`."""
+    if not url:
+        return []
+    parts = urlsplit(url)
+    found = [url, parts.password or ""]
+    found += re.findall(r"(?i)(?:^|&)(?:token|password|secret|key)=([^&]+)", parts.query)
+    return [s for s in found if s]
+
+
 def redact(text: str, secrets: list[str | None]) -> str:
     """Belt and braces: whatever a server echoes back, no secret we hold leaves in it."""
     for secret in secrets:

@@ -8,6 +8,7 @@ interleaving their writes to DuckDB.
 import dagster as dg
 
 from catalog_assets.assets.onec import category_tree, onec_categories, onec_products
+from catalog_assets.assets.outlets import outlet_feed_snapshot
 from catalog_assets.assets.tec_delivery import tec_delivery_categories, tec_delivery_products
 
 SYNC_TAG = "catalog/sync"
@@ -17,6 +18,8 @@ SYNC_ASSETS = [
     onec_products,
     tec_delivery_categories,
     tec_delivery_products,
+    # The outlet API's read-only copy: every sync that changes the catalog republishes it.
+    outlet_feed_snapshot,
 ]
 
 

@@ -80,6 +80,22 @@ def observe_entity(onec: OneCCatalogClient, con, entity: str) -> EntityObservati
     return EntityObservation(entity, cursor, changed, requests)
 
 
+def held_cursors(instance: dg.DagsterInstance) -> list[str]:
+    """Entities whose latest pass saw 1C move (cursor held): the next run must re-read them.
+
+    A tick only reads a few pages from the cursor, and after a held pass the item that slid
+    past us can be anywhere behind it, so "no change in the first pages" proves nothing then.
+    """
+    held = []
+    for entity, table in STAGING_TABLE.items():
+        event = instance.get_latest_materialization_event(dg.AssetKey(table))
+        materialization = event.asset_materialization if event else None
+        consistent = materialization.metadata.get("pass_consistent") if materialization else None
+        if consistent is not None and getattr(consistent, "value", consistent) is False:
+            held.append(entity)
+    return held
+
+
 def _latest_sync(instance: dg.DagsterInstance):
     records = instance.get_run_records(
         dg.RunsFilter(tags={SYNC_TAG: ["full", "incremental"]}), limit=1
@@ -131,11 +147,16 @@ def onec_change_sensor(
     seen = "; ".join(o.describe() for o in observations)
     requests = sum(o.requests for o in observations)
     changed = sum(o.changed for o in observations)
-    if not changed and not pending:
+    held = held_cursors(context.instance)
+    if not changed and not pending and not held:
         return dg.SkipReason(
             f"no genuine change in 1C ({seen}; {requests} requests) and nothing pending"
         )
     reason = f"{seen}; {pending} items pending delivery"
+    if held:
+        reason += (
+            f"; 1C moved during the last pass of {', '.join(held)}: re-reading from the held cursor"
+        )
     context.log.info(f"requesting incremental_sync: {reason}")
     return dg.SensorResult(
         run_requests=[

@@ -3,7 +3,7 @@
 One table per asset (`onec_categories`, `category_tree`, `onec_products`,
 `tec_delivery_categories`, `tec_delivery_products`) plus the bookkeeping that makes a sync
 resumable: `sync_cursors`, `push_batches`, `quarantine`, `removal_guard`. Pages are staged
-with one set-based `INSERT … SELECT … ON CONFLICT` from an Arrow table, never row by row, and
+with one set-based `INSERT … SELECT … ON CONFLICT` from a chunk's columns, never row by row, and
 every change to a record's content takes a number from `catalog_change_seq`, which is what the
 outlet feeds page by.
 
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import pyarrow as pa
 
 from catalog_assets.mapping import Rejection, StagedRecord
 
@@ -97,6 +96,10 @@ class CatalogStore(dg.ConfigurableResource):
 
     path: str = "data/catalog.duckdb"
     lock_timeout_seconds: float = 30.0
+    # DuckDB's buffer pool otherwise grows to 80% of RAM, caching every block a sync touched;
+    # a sync streams, so a bounded cache keeps memory flat whatever the catalog's size. Sorts
+    # and joins that need more spill to `<path>.tmp`.
+    memory_limit: str = "128MB"
 
     @contextmanager
     def connect(
@@ -111,7 +114,9 @@ class CatalogStore(dg.ConfigurableResource):
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(self.path, read_only=read_only)
+                con = duckdb.connect(
+                    self.path, read_only=read_only, config={"memory_limit": self.memory_limit}
+                )
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
@@ -154,25 +159,45 @@ class StageCounts:
         self.quarantined += other.quarantined
 
 
-def _page_table(records: list[StagedRecord], with_numbers: bool) -> pa.Table:
+def rows_select(columns: dict[str, tuple[str, list]]) -> tuple[str, dict[str, list]]:
+    """Python columns as one set-based SELECT: each column goes in as a typed list parameter
+    and is `unnest`ed (lists of equal length zip row-wise). Returns the SQL and its parameters
+    (named `col_<column>`). No pyarrow or pandas: on a sync's path they would cost ~60 MB of
+    memory for nothing."""
+    selects = ", ".join(
+        f"unnest($col_{column}::{sql_type}[]) AS {column}"
+        for column, (sql_type, _) in columns.items()
+    )
+    params = {f"col_{column}": values for column, (_, values) in columns.items()}
+    return f"SELECT {selects}", params
+
+
+def load_rows(
+    con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, tuple[str, list]]
+) -> None:
+    """`rows_select` into a temporary table `name`, for data that several statements use."""
+    select, params = rows_select(columns)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}", params)
+
+
+def _load_page(
+    con: duckdb.DuckDBPyConnection, records: list[StagedRecord], with_numbers: bool
+) -> None:
     # A later copy of the same id within one page wins: DuckDB refuses to upsert a key twice
     # in one statement, and the later copy is the one 1C served last.
     unique = list({r.id: r for r in records}.values())
     columns = {
-        "id": [r.id for r in unique],
-        "parent": [r.parent for r in unique],
-        "name": [r.name for r in unique],
-        "modified_at": pa.array(
-            [datetime.fromisoformat(r.modified_at) if r.modified_at else None for r in unique],
-            pa.timestamp("us"),
-        ),
-        "record": [r.record_json for r in unique],
-        "content_hash": [r.content_hash for r in unique],
+        "id": ("VARCHAR", [r.id for r in unique]),
+        "parent": ("VARCHAR", [r.parent for r in unique]),
+        "name": ("VARCHAR", [r.name for r in unique]),
+        "modified_at": ("TIMESTAMP", [r.modified_at for r in unique]),
+        "record": ("VARCHAR", [r.record_json for r in unique]),
+        "content_hash": ("VARCHAR", [r.content_hash for r in unique]),
     }
     if with_numbers:
-        columns["price"] = pa.array([r.price for r in unique], pa.float64())
-        columns["stock"] = pa.array([r.stock for r in unique], pa.float64())
-    return pa.table(columns)
+        columns["price"] = ("DOUBLE", [r.price for r in unique])
+        columns["stock"] = ("DOUBLE", [r.stock for r in unique])
+    load_rows(con, "page", columns)
 
 
 def stage_page(
@@ -196,7 +221,7 @@ def stage_page(
     products = entity == "products"
     with transaction(con):
         if records:
-            con.register("page", _page_table(records, products))
+            _load_page(con, records, products)
             counts.changed = con.execute(
                 f"""SELECT count(*) FROM page p LEFT JOIN {table} t USING (id)
                     WHERE t.id IS NULL OR t.content_hash <> p.content_hash
@@ -239,7 +264,7 @@ def stage_page(
                      AND record_id IN (SELECT id FROM page)""",
                 {"now": seen_at, "entity": entity},
             )
-            con.unregister("page")
+            con.execute("DROP TABLE page")
         for rejection in rejections:
             con.execute(
                 """INSERT INTO quarantine AS q VALUES
@@ -351,14 +376,13 @@ def apply_removals(
 def preview(
     con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, limit: int = 10
 ) -> str:
-    """A small Markdown table for asset metadata."""
-    frame = con.execute(f"{sql} LIMIT {int(limit)}", params or []).df()
-    if frame.empty:
+    """A small Markdown table for asset metadata (plain rows: no pandas on the sync's path)."""
+    cursor = con.execute(f"{sql} LIMIT {int(limit)}", params or [])
+    names = [column[0] for column in cursor.description]
+    found = cursor.fetchall()
+    if not found:
         return "(no rows)"
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    rows = [
-        "| " + " | ".join(str(v).replace("|", "\\|")[:60] for v in row) + " |"
-        for row in frame.itertuples(index=False)
-    ]
+    header = "| " + " | ".join(names) + " |"
+    rule = "| " + " | ".join("---" for _ in names) + " |"
+    rows = ["| " + " | ".join(str(v).replace("|", "\\|")[:60] for v in row) + " |" for row in found]
     return "\n".join([header, rule, *rows])

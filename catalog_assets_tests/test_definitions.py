@@ -13,6 +13,8 @@ def test_definitions_load_from_environment(monkeypatch):
     defs.resolve_job_def("full_resync")
     defs.resolve_job_def("incremental_sync")
     assert defs.resolve_sensor_def("onec_change_sensor")
+    assert defs.resolve_sensor_def("catalog_alerts")
+    assert defs.resolve_sensor_def("tec_delivery_webhook_sensor")
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "onec_categories",
@@ -20,6 +22,9 @@ def test_definitions_load_from_environment(monkeypatch):
         "onec_products",
         "tec_delivery_categories",
         "tec_delivery_products",
+        "tec_delivery_processing",
+        "outlet_feed_snapshot",
+        "outlet_deliveries",
     }
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("tec_delivery_products")).parent_keys == {

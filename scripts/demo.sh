@@ -9,6 +9,20 @@ export ONEC_BASE_URL="http://127.0.0.1:${ONEC_PORT:-8081}"
 export TEC_DELIVERY_URL="http://127.0.0.1:${TEC_PORT:-8082}/common/merchant/1.0/"
 export TEC_DELIVERY_TOKEN="${TEC_DELIVERY_TOKEN:-demo-token}"
 export CATALOG_DUCKDB_PATH="$PWD/.demo/catalog.duckdb"
+# The outlet hub: registry, snapshots beside the demo store, demo tokens for outlets.yaml.
+export OUTLETS_CONFIG="$PWD/outlets.yaml"
+export OUTLET_SNAPSHOT_DIR="$PWD/.demo/outlet_snapshots"
+export OUTLET_STATE_PATH="$PWD/.demo/outlet_state.sqlite"
+export OUTLET_CURSOR_SECRET="${OUTLET_CURSOR_SECRET:-demo-cursor-secret}"
+export OUTLET_MSK_001_TOKEN="${OUTLET_MSK_001_TOKEN:-demo-msk-001}"
+export OUTLET_SPB_002_TOKEN="${OUTLET_SPB_002_TOKEN:-demo-spb-002}"
+export OUTLET_EKB_003_TOKEN="${OUTLET_EKB_003_TOKEN:-demo-ekb-003}"
+OUTLET_API="http://127.0.0.1:${OUTLET_API_PORT:-8090}"
+# The Tec.Delivery webhook receiver: the emulator calls it after "processing" each request.
+export WEBHOOK_SECRET="${WEBHOOK_SECRET:-demo-webhook-secret}"
+export WEBHOOK_SPOOL_PATH="$PWD/.demo/webhooks.sqlite"
+WEBHOOK_BASE="http://127.0.0.1:${WEBHOOK_PORT:-8091}"
+export TEC_DELIVERY_WEBHOOK_URL="$WEBHOOK_BASE/tec-delivery/webhook?token=$WEBHOOK_SECRET"
 mkdir -p "$DAGSTER_HOME"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
@@ -25,9 +39,30 @@ for _ in $(seq 50); do
 done
 curl -fs "$ONEC_BASE_URL/admin/stats" >/dev/null || { cat .demo/emulators.log; exit 1; }
 
+"$VENV_BIN/python" -m catalog_assets.webhooks --host 127.0.0.1 --port "${WEBHOOK_PORT:-8091}" \
+  > .demo/webhooks.log 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do
+  curl -fs "$WEBHOOK_BASE/healthz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fs "$WEBHOOK_BASE/healthz" >/dev/null || { cat .demo/webhooks.log; exit 1; }
+
 echo "== full_resync against the emulators (recorded in $DAGSTER_HOME)"
 "$VENV_BIN/dagster" job execute -m catalog_assets.definitions -j full_resync 2>&1 \
   | grep -E "RUN_SUCCESS|RUN_FAILURE|pushed|fetched|STEP_FAILURE" || true
+
+"$VENV_BIN/python" -m catalog_assets.outlet_api --host 127.0.0.1 --port "${OUTLET_API_PORT:-8090}" \
+  > .demo/outlet_api.log 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do
+  curl -fs "$OUTLET_API/healthz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fs "$OUTLET_API/healthz" >/dev/null || { cat .demo/outlet_api.log; exit 1; }
+echo "== outlet API on $OUTLET_API (docs: $OUTLET_API/docs); msk-001 pulls once:"
+"$VENV_BIN/python" -m catalog_assets.outlet_client --outlet msk-001 --base-url "$OUTLET_API" \
+  --out .demo/msk-001.json
 
 if [ "${DEMO_NO_UI:-0}" = "1" ]; then
   exit 0
@@ -38,5 +73,6 @@ cat <<MSG
    Edit the 1C emulator's catalog and watch onec_change_sensor start incremental_sync:
      curl -X PUT $ONEC_BASE_URL/admin/products/<id> -H 'Content-Type: application/json' -d '{"price": 199}'
    See what Tec.Delivery received:  curl http://127.0.0.1:${TEC_PORT:-8082}/admin/requests
+   Pull as an outlet:  curl -H "Authorization: Bearer $OUTLET_SPB_002_TOKEN" "$OUTLET_API/v1/outlets/spb-002/changes?entity=prices&limit=5"
 MSG
 "$VENV_BIN/dagster" dev -m catalog_assets.definitions -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"

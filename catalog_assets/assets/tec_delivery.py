@@ -12,22 +12,38 @@ waits for an operator (re-materializing with `repush_all` re-drives it).
 
 import json
 import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
 
 from catalog_assets.assets.config import PushConfig
 from catalog_assets.assets.onec import SYNC_POOL, category_tree, onec_products
 from catalog_assets.mapping import MappingOptions, category_item, product_item
-from catalog_assets.storage import PUSH_TABLE, CatalogStore, preview, transaction, utcnow
+from catalog_assets.storage import (
+    PUSH_TABLE,
+    CatalogStore,
+    preview,
+    rows_select,
+    transaction,
+    utcnow,
+)
 from catalog_assets.tec_delivery.client import BatchOutcome, TecDeliveryClient
 
 MAX_ATTEMPTS = 5
 MAX_REJECT_SHARE = 0.10
+# Requests whose outcomes are recorded in one DuckDB transaction. 1, because a crash loses
+# exactly the outcomes not yet committed: with 20, a SIGKILL re-pushed up to 20 accepted batches
+# (faults/test_crash.py); with 1 it re-pushes only what was on the wire (push_concurrency) plus
+# the one record the writer thread was committing. The writer still overlaps with sending.
+RECORD_EVERY = 1
 
-# Rows: (key, id, record json, desired hash, removed, previously_enabled, depth)
+# Rows: (depth, id, record json, desired hash, removed, previously_enabled). Each is streamed
+# once per push (per level for categories) in batches; products are left unordered, since
+# sorting 100,000 records would hold them all in memory at once.
 PENDING_CATEGORIES = """
 SELECT t.depth, c.id, c.record,
        CASE WHEN c.removed_at IS NULL THEN c.content_hash ELSE 'removed:' || c.content_hash END AS desired,
@@ -36,13 +52,12 @@ FROM onec_categories c
 JOIN category_tree t ON t.id = c.id AND t.status = 'ok'
 LEFT JOIN tec_delivery_categories d ON d.external_id = c.id
 LEFT JOIN tec_delivery_categories dp ON dp.external_id = c.parent
-WHERE t.depth = $depth AND c.id > $after
+WHERE t.depth = $depth
   AND ($all OR desired IS DISTINCT FROM d.pushed_hash)
   AND ($all OR d.dead_lettered_at IS NULL)
   AND NOT (c.removed_at IS NOT NULL AND d.pushed_hash IS NULL)
   AND (c.removed_at IS NOT NULL OR c.parent = '0' OR (dp.pushed_hash IS NOT NULL AND dp.enabled))
 ORDER BY c.id
-LIMIT $limit
 """
 
 PENDING_PRODUCTS = """
@@ -52,13 +67,10 @@ SELECT 0 AS depth, p.id, p.record,
 FROM onec_products p
 LEFT JOIN tec_delivery_products d ON d.external_id = p.id
 LEFT JOIN tec_delivery_categories dc ON dc.external_id = p.parent
-WHERE p.id > $after
-  AND ($all OR desired IS DISTINCT FROM d.pushed_hash)
+WHERE ($all OR desired IS DISTINCT FROM d.pushed_hash)
   AND ($all OR d.dead_lettered_at IS NULL)
   AND NOT (p.removed_at IS NOT NULL AND d.pushed_hash IS NULL)
   AND (p.removed_at IS NOT NULL OR p.parent = '0' OR (dc.pushed_hash IS NOT NULL AND dc.enabled))
-ORDER BY p.id
-LIMIT $limit
 """
 
 HELD_CATEGORIES = """
@@ -104,33 +116,53 @@ class Pending:
     removed: bool
 
 
-def pending_batch(
+def pending_batches(
     con,
     entity: str,
     *,
     repush_all: bool,
     depth: int,
-    after: str,
     options: MappingOptions,
     size: int = 100,
-) -> list[Pending]:
+) -> Iterator[list[Pending]]:
+    """What is pending, mapped to `put-products` items, `size` at a time, from one query.
+
+    The query streams on a cursor of its own while outcomes are written through `con`:
+    DuckDB's MVCC keeps those writes out of the snapshot being read, and memory holds one
+    batch, not the pending set.
+    """
     sql = PENDING_CATEGORIES if entity == "categories" else PENDING_PRODUCTS
-    params: dict[str, Any] = {"all": repush_all, "after": after, "limit": size}
+    params: dict[str, Any] = {"all": repush_all}
     if entity == "categories":
         params["depth"] = depth
-    rows = con.execute(sql, params).fetchall()
-    batch = []
-    for _, item_id, record_json, desired, removed, enabled in rows:
-        record = json.loads(record_json)
-        # Send `enable` only with news: false for a removal, true for a comeback.
-        enable = False if removed else (True if enabled is False else None)
-        item = (
-            category_item(record, enable)
-            if entity == "categories"
-            else product_item(record, options, enable)
-        )
-        batch.append(Pending(item_id, item, desired, removed))
-    return batch
+    reader = con.cursor()
+    try:
+        reader.execute(sql, params)
+        while rows := reader.fetchmany(size):
+            batch = []
+            for _, item_id, record_json, desired, removed, enabled in rows:
+                record = json.loads(record_json)
+                # Send `enable` only with news: false for a removal, true for a comeback.
+                enable = False if removed else (True if enabled is False else None)
+                item = (
+                    category_item(record, enable)
+                    if entity == "categories"
+                    else product_item(record, options, enable)
+                )
+                batch.append(Pending(item_id, item, desired, removed))
+            yield batch
+    finally:
+        reader.close()
+
+
+@dataclass
+class Sent:
+    """One HTTP request to Tec.Delivery and what came of it, waiting to be recorded."""
+
+    items: list[Pending]
+    outcome: BatchOutcome
+    started_at: Any
+    single_rejection: bool = False
 
 
 def record_outcome(
@@ -144,119 +176,212 @@ def record_outcome(
     single_rejection: bool,
     max_attempts: int,
 ) -> None:
-    """One transaction per HTTP request: the batch log row and every item's state together."""
-    batch_id = str(uuid.uuid4())
+    record_outcomes(
+        con,
+        entity,
+        [Sent(items, outcome, started_at, single_rejection)],
+        run_id=run_id,
+        max_attempts=max_attempts,
+    )
+
+
+def record_outcomes(con, entity: str, sent: list[Sent], *, run_id: str, max_attempts: int) -> None:
+    """Requests' log rows and their items' state, in one transaction and a few set-based
+    statements however many requests: a batch's row and its items' state always commit
+    together, and a crash before the commit leaves those items pending (re-sent next run,
+    which `put-products`, an upsert, absorbs)."""
+    if not sent:
+        return
     table = PUSH_TABLE[entity]
     now = utcnow()
+    batch_ids = [str(uuid.uuid4()) for _ in sent]
+
+    def state(keep) -> dict[str, tuple[str, list]]:
+        rows = [(s, b, p) for s, b in zip(sent, batch_ids, strict=True) if keep(s) for p in s.items]
+        return {
+            "external_id": ("VARCHAR", [p.id for _, _, p in rows]),
+            "desired": ("VARCHAR", [p.desired for _, _, p in rows]),
+            "enabled": ("BOOLEAN", [not p.removed for _, _, p in rows]),
+            "batch": ("VARCHAR", [b for _, b, _ in rows]),
+            "error": ("VARCHAR", [s.outcome.error for s, _, _ in rows]),
+        }
+
+    delivered = state(lambda s: s.outcome.ok)
+    rejected = state(lambda s: not s.outcome.ok and s.single_rejection)
+    log_rows, log_params = rows_select(
+        {
+            "batch_id": ("VARCHAR", batch_ids),
+            "run_id": ("VARCHAR", [run_id] * len(sent)),
+            "entity": ("VARCHAR", [entity] * len(sent)),
+            "started_at": ("TIMESTAMP", [s.started_at for s in sent]),
+            "duration_ms": ("INTEGER", [s.outcome.duration_ms for s in sent]),
+            "item_count": ("INTEGER", [len(s.items) for s in sent]),
+            "external_ids": ("VARCHAR[]", [[p.id for p in s.items] for s in sent]),
+            "http_status": ("INTEGER", [s.outcome.http_status for s in sent]),
+            "ok": ("BOOLEAN", [s.outcome.ok for s in sent]),
+            "error": ("VARCHAR", [s.outcome.error for s in sent]),
+            "response_body": ("VARCHAR", [s.outcome.body for s in sent]),
+        }
+    )
+    # One statement each, straight from the parameters: no temporary tables, whose DDL costs
+    # more than the rows while a push's reader keeps its snapshot open.
     with transaction(con):
         con.execute(
-            "INSERT INTO push_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                batch_id,
-                run_id,
-                entity,
-                started_at,
-                outcome.duration_ms,
-                len(items),
-                [p.id for p in items],
-                outcome.http_status,
-                outcome.ok,
-                outcome.error,
-                outcome.body,
-            ],
+            f"""INSERT INTO push_batches (batch_id, run_id, entity, started_at, duration_ms,
+                   item_count, external_ids, http_status, ok, error, response_body)
+               {log_rows}""",
+            log_params,
         )
-        state = pa.table(
-            {
-                "external_id": [p.id for p in items],
-                "desired": [p.desired for p in items],
-                "enabled": [not p.removed for p in items],
-            }
-        )
-        con.register("state", state)
-        if outcome.ok:
+        if delivered["external_id"][1]:
+            rows, params = rows_select(delivered)
             con.execute(
                 f"""INSERT INTO {table} AS d (external_id, pushed_hash, pushed_at, enabled, attempts,
                         last_error, last_attempt_at, dead_lettered_at, last_batch_id)
-                    SELECT external_id, desired, $now, enabled, 0, NULL, $now, NULL, $batch FROM state
+                    SELECT external_id, desired, $now, enabled, 0, NULL, $now, NULL, batch
+                    FROM ({rows})
                     ON CONFLICT (external_id) DO UPDATE SET pushed_hash = excluded.pushed_hash,
                         pushed_at = excluded.pushed_at, enabled = excluded.enabled, attempts = 0,
                         last_error = NULL, last_attempt_at = excluded.last_attempt_at,
                         dead_lettered_at = NULL, last_batch_id = excluded.last_batch_id""",
-                {"now": now, "batch": batch_id},
+                {**params, "now": now},
             )
-        elif single_rejection:
+        if rejected["external_id"][1]:
+            rows, params = rows_select(rejected)
             con.execute(
                 f"""INSERT INTO {table} AS d (external_id, attempts, last_error, last_attempt_at,
                         dead_lettered_at, last_batch_id)
-                    SELECT external_id, 1, $error, $now, CASE WHEN 1 >= $max THEN $now END, $batch FROM state
+                    SELECT external_id, 1, error, $now, CASE WHEN 1 >= $max THEN $now END, batch
+                    FROM ({rows})
                     ON CONFLICT (external_id) DO UPDATE SET attempts = d.attempts + 1,
                         last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
                         dead_lettered_at = CASE WHEN d.attempts + 1 >= $max THEN excluded.last_attempt_at
                                                 ELSE d.dead_lettered_at END,
                         last_batch_id = excluded.last_batch_id""",
-                {"now": now, "batch": batch_id, "error": outcome.error, "max": max_attempts},
+                {**params, "now": now, "max": max_attempts},
             )
 
 
-def deliver(
-    con,
-    client: TecDeliveryClient,
-    entity: str,
-    items: list[Pending],
-    tally: PushTally,
-    *,
-    run_id: str,
-    log,
-    max_attempts: int,
-) -> None:
-    """Send one batch; on rejection split it in halves until each offender stands alone."""
-    started_at = utcnow()
-    outcome = client.put_products([p.item for p in items])
-    tally.http_requests += 1
-    single = outcome.rejected and len(items) == 1
-    record_outcome(
+class Pusher:
+    """Sends one entity's batches with up to `push_concurrency` requests in flight, settles each
+    outcome in order, and records them in groups (`RECORD_EVERY` requests per transaction) on
+    a writer thread with its own DuckDB cursor, so reading, sending and recording overlap.
+
+    The first batch goes alone: a bad token or a Tec.Delivery that is down costs one request,
+    not one per worker. A rejected batch is bisected right away (those requests go one at a
+    time); a fatal or transport failure stops the push after the requests already on the wire
+    have been recorded too, so `push_batches` holds every request that was sent.
+    """
+
+    def __init__(
+        self,
         con,
-        entity,
-        items,
-        outcome,
-        run_id=run_id,
-        started_at=started_at,
-        single_rejection=single,
-        max_attempts=max_attempts,
-    )
-    if outcome.ok:
-        tally.delivered += len(items)
-        return
-    if outcome.fatal:
-        raise PushAborted(outcome.error)
-    if not outcome.rejected:
-        raise PushAborted(outcome.error)
-    if len(items) > 1:
-        middle = len(items) // 2
-        deliver(
-            con,
-            client,
-            entity,
-            items[:middle],
-            tally,
-            run_id=run_id,
-            log=log,
-            max_attempts=max_attempts,
-        )
-        deliver(
-            con,
-            client,
-            entity,
-            items[middle:],
-            tally,
-            run_id=run_id,
-            log=log,
-            max_attempts=max_attempts,
-        )
-        return
-    tally.rejected += 1
-    tally.failed_ids.append(items[0].id)
-    log.warning(f"{entity}: Tec.Delivery rejected {items[0].id}: {outcome.error}")
+        client: TecDeliveryClient,
+        entity: str,
+        tally: PushTally,
+        *,
+        run_id: str,
+        log,
+        max_attempts: int,
+    ) -> None:
+        self.client, self.entity, self.tally = client, entity, tally
+        self.run_id, self.log, self.max_attempts = run_id, log, max_attempts
+        self.width = max(1, client.push_concurrency)
+        self.confirmed = False  # Tec.Delivery accepted a batch of this push
+        self.unrecorded: list[Sent] = []
+        self.recordings: list[Future] = []
+        self.writer = con.cursor()
+        self.senders = ThreadPoolExecutor(self.width, thread_name_prefix="tec-push")
+        self.recorder = ThreadPoolExecutor(1, thread_name_prefix="tec-record")
+
+    def close(self) -> None:
+        self.senders.shutdown(wait=True, cancel_futures=True)
+        self.recorder.shutdown(wait=True)
+        self.writer.close()
+
+    def push(self, batches: Iterator[list[Pending]]) -> None:
+        """Every batch, each settled and recorded, then returns (or raises PushAborted)."""
+        in_flight: deque[tuple[list[Pending], Any, Future]] = deque()
+        try:
+            while True:
+                while len(in_flight) < (self.width if self.confirmed else 1):
+                    items = next(batches, None)
+                    if items is None:
+                        break
+                    self.tally.attempted += len(items)
+                    self.tally.batches += 1
+                    request = [p.item for p in items]
+                    in_flight.append((items, utcnow(), self.senders.submit(self._send, request)))
+                if not in_flight:
+                    break
+                items, started_at, future = in_flight.popleft()
+                self.settle(items, started_at, future.result())
+        except PushAborted:
+            for items, started_at, future in in_flight:  # already sent: record what came of it
+                outcome = future.result()
+                self.tally.http_requests += 1
+                if outcome.ok:
+                    self.tally.delivered += len(items)
+                self.unrecorded.append(Sent(items, outcome, started_at, _single(items, outcome)))
+            raise
+        finally:
+            self.record()
+            self.wait_recorded()
+
+    def _send(self, request: list[dict[str, Any]]) -> BatchOutcome:
+        return self.client.put_products(request)
+
+    def settle(self, items: list[Pending], started_at, outcome: BatchOutcome) -> None:
+        """Count and queue one outcome; on rejection split the batch in halves until each
+        offender stands alone."""
+        self.tally.http_requests += 1
+        self.unrecorded.append(Sent(items, outcome, started_at, _single(items, outcome)))
+        if outcome.ok:
+            self.confirmed = True
+            self.tally.delivered += len(items)
+            if len(self.unrecorded) >= RECORD_EVERY:
+                self.record()
+            return
+        self.record()
+        if outcome.fatal or not outcome.rejected:
+            raise PushAborted(outcome.error)
+        if len(items) > 1:
+            middle = len(items) // 2
+            for half in (items[:middle], items[middle:]):
+                started = utcnow()
+                self.settle(half, started, self._send([p.item for p in half]))
+            return
+        self.tally.rejected += 1
+        self.tally.failed_ids.append(items[0].id)
+        self.log.warning(f"{self.entity}: Tec.Delivery rejected {items[0].id}: {outcome.error}")
+
+    def record(self) -> None:
+        """Hand the outcomes so far to the writer thread (in order, one transaction)."""
+        sent, self.unrecorded = self.unrecorded, []
+        if sent:
+            self.recordings.append(
+                self.recorder.submit(
+                    record_outcomes,
+                    self.writer,
+                    self.entity,
+                    sent,
+                    run_id=self.run_id,
+                    max_attempts=self.max_attempts,
+                )
+            )
+        # Backpressure: all but the newest recording must be committed before more is sent, so
+        # a crash loses the records of at most one settled batch plus those on the wire (and a
+        # failed recording surfaces here, not after the whole push).
+        while len(self.recordings) > 1:
+            self.recordings.pop(0).result()
+
+    def wait_recorded(self) -> None:
+        recordings, self.recordings = self.recordings, []
+        for future in recordings:
+            future.result()
+
+
+def _single(items: list[Pending], outcome: BatchOutcome) -> bool:
+    return outcome.rejected and len(items) == 1
 
 
 def push_entity(
@@ -279,32 +404,28 @@ def push_entity(
             levels = range(max_depth + 1)
         else:
             levels = range(1)
+        pusher = Pusher(
+            con,
+            client,
+            entity,
+            tally,
+            run_id=context.run_id,
+            log=context.log,
+            max_attempts=MAX_ATTEMPTS,
+        )
         try:
             for depth in levels:
-                after = ""
-                while items := pending_batch(
-                    con,
-                    entity,
-                    repush_all=config.repush_all,
-                    depth=depth,
-                    after=after,
-                    options=options,
-                ):
-                    after = items[-1].id
-                    tally.attempted += len(items)
-                    tally.batches += 1
-                    deliver(
-                        con,
-                        client,
-                        entity,
-                        items,
-                        tally,
-                        run_id=context.run_id,
-                        log=context.log,
-                        max_attempts=MAX_ATTEMPTS,
+                # A level is wholly recorded before the next is read: its children's
+                # eligibility depends on what was delivered.
+                pusher.push(
+                    pending_batches(
+                        con, entity, repush_all=config.repush_all, depth=depth, options=options
                     )
+                )
         except PushAborted as exc:
             tally.transport_error = str(exc)
+        finally:
+            pusher.close()
         table = PUSH_TABLE[entity]
         dead = con.execute(
             f"SELECT count(*) FROM {table} WHERE dead_lettered_at IS NOT NULL"

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ class CatalogPage:
     records: list[Any]
     problem: str | None = None
     raw: str | None = None
+    latency_s: float = 0.0  # request sent to response headers in: how slow 1C itself is
 
 
 @dataclass
@@ -49,6 +51,7 @@ class PassReport:
     first_count: int | None = None
     last_count: int | None = None
     duplicate_ids: int = 0
+    pages_ahead: int = 0  # pages fetched concurrently, ahead of the one being judged
     anomalies: list[str] = field(default_factory=list)
 
     @property
@@ -66,11 +69,17 @@ class OneCCatalogClient(dg.ConfigurableResource):
     timeout_seconds: float = 30.0
     max_retries: int = 4
     backoff_seconds: float = 0.5
-    walk_concurrency: int = 4
+    # How hard a sync may press 1C: parents asked at once during the full walk, and pages of one
+    # listing in flight once 1C has answered two pages in a row in `slow_page_ms` or more (a
+    # fast 1C is paged strictly in sequence). A 1C server spends a session per request.
+    walk_concurrency: int = 8
+    page_concurrency: int = 4
+    slow_page_ms: float = 20.0
     bad_page_retries: int = 2
 
     _session: requests.Session | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _session_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _request_count: int = PrivateAttr(default=0)
 
     @property
@@ -78,20 +87,21 @@ class OneCCatalogClient(dg.ConfigurableResource):
         return self._request_count
 
     def _http(self) -> requests.Session:
-        if self._session is None:
-            if not 1 <= self.page_size <= 100:
-                raise ValueError(
-                    f"page_size must be 1..100 (1C pages hold at most 100), got {self.page_size}"
+        with self._session_lock:  # pages are fetched from several threads: one pool for all
+            if self._session is None:
+                if not 1 <= self.page_size <= 100:
+                    raise ValueError(
+                        f"page_size must be 1..100 (1C pages hold at most 100), got {self.page_size}"
+                    )
+                session = build_session(
+                    max_retries=self.max_retries,
+                    backoff_seconds=self.backoff_seconds,
+                    pool_size=max(self.walk_concurrency, self.page_concurrency, 2) + 2,
                 )
-            session = build_session(
-                max_retries=self.max_retries,
-                backoff_seconds=self.backoff_seconds,
-                pool_size=max(self.walk_concurrency, 2) + 2,
-            )
-            if self.username:
-                session.auth = (self.username, self.password or "")
-            self._session = session
-        return self._session
+                if self.username:
+                    session.auth = (self.username, self.password or "")
+                self._session = session
+            return self._session
 
     def fetch_page(
         self,
@@ -126,7 +136,9 @@ class OneCCatalogClient(dg.ConfigurableResource):
                 status=response.status_code,
                 body=truncate(response.text),
             )
-        return parse_page(response, described, offset)
+        page = parse_page(response, described, offset)
+        page.latency_s = response.elapsed.total_seconds()
+        return page
 
     def pages(
         self,
@@ -135,111 +147,184 @@ class OneCCatalogClient(dg.ConfigurableResource):
         modified_since: str,
         parent: str | None = None,
         report: PassReport | None = None,
+        concurrency: int | None = None,
     ) -> Iterator[CatalogPage]:
         """Every page of one query, in order. Stops on an empty or short page or at `count`.
+
+        Against a slow 1C (two pages in a row took `slow_page_ms` or more), up to
+        `concurrency` (default `page_concurrency`) further offsets below `count` are asked for
+        at once, so the pass costs about pages / concurrency round trips instead of one per
+        page. Against a fast 1C that buys nothing, so the requests stay strictly sequential
+        (the caller's prefetch still overlaps them with staging). Either way pages are judged
+        and yielded in offset order, exactly as a sequential pass would: a `count` that moves
+        or an id seen twice marks the pass inconsistent. Only offsets below the latest `count`
+        are asked for, so a still catalog costs no request beyond the sequential pass; when 1C
+        moves, a page asked for ahead may be dropped unread.
 
         Records whose id was already seen in this pass are dropped here (and counted): 1C
         shifted the list under us, and the first copy is as fresh as the pass can know.
         """
         report = report if report is not None else PassReport()
+        width = max(1, self.page_concurrency if concurrency is None else concurrency)
         seen: set[str] = set()
-        offset = 0
-        while True:
-            page = self._fetch_trusted(type, modified_since, parent, offset, report)
-            if page.problem:
-                # Skip the page, not the pass: the rest of the catalog still syncs, and the
-                # anomaly holds the cursor so the next run asks for these items again.
-                report.anomalies.append(page.problem)
-                yield page
-                offset += self.page_size
-                if offset >= page.count:
-                    return
-                continue
-            if report.first_count is None:
-                report.first_count = page.count
-            elif page.count != report.last_count:
-                report.anomalies.append(
-                    f"count changed from {report.last_count} to {page.count} at offset {offset} ({type}, parent={parent})"
-                )
-            report.last_count = page.count
-            fresh = []
-            for record in page.records:
-                record_id = record.get("id") if isinstance(record, dict) else None
-                if isinstance(record_id, str):
-                    if record_id in seen:
-                        report.duplicate_ids += 1
-                        continue
-                    seen.add(record_id)
-                fresh.append(record)
-            if report.duplicate_ids and not any("duplicate" in a for a in report.anomalies):
-                report.anomalies.append(f"ids repeated across pages ({type}, parent={parent})")
-            report.pages += 1
-            report.records += len(fresh)
-            yield CatalogPage(page.offset, page.count, fresh)
-            offset += len(page.records)
-            if not page.records or len(page.records) < self.page_size or offset >= page.count:
-                return
+        in_flight: deque[tuple[int, Future]] = deque()
+        pool: ThreadPoolExecutor | None = None
+        slow_pages = 0  # consecutive pages that took `slow_page_ms` or more
+        ahead = 0  # the next offset not yet asked for
+
+        def fetch(at: int, known_count: int | None) -> tuple[CatalogPage, int]:
+            return self._fetch_trusted(type, modified_since, parent, at, known_count)
+
+        try:
+            offset = 0
+            while True:
+                if in_flight and in_flight[0][0] != offset:
+                    _drop(in_flight)  # 1C paged differently than planned: ask again in order
+                    ahead = offset
+                if in_flight:
+                    page, attempts = in_flight.popleft()[1].result()
+                    report.pages_ahead += 1
+                else:
+                    page, attempts = fetch(offset, report.last_count)
+                    ahead = max(ahead, offset + self.page_size)
+                slow_pages = slow_pages + 1 if page.latency_s * 1000 >= self.slow_page_ms else 0
+                report.requests += attempts
+                if page.problem:
+                    # Skip the page, not the pass: the rest of the catalog still syncs, and the
+                    # anomaly holds the cursor so the next run asks for these items again.
+                    page.count = report.last_count if report.last_count is not None else page.count
+                    report.anomalies.append(page.problem)
+                    yield page
+                    offset += self.page_size
+                    if offset >= page.count:
+                        return
+                else:
+                    if report.first_count is None:
+                        report.first_count = page.count
+                    elif page.count != report.last_count:
+                        report.anomalies.append(
+                            f"count changed from {report.last_count} to {page.count} at offset {offset} ({type}, parent={parent})"
+                        )
+                    report.last_count = page.count
+                    fresh = []
+                    for record in page.records:
+                        record_id = record.get("id") if isinstance(record, dict) else None
+                        if isinstance(record_id, str):
+                            if record_id in seen:
+                                report.duplicate_ids += 1
+                                continue
+                            seen.add(record_id)
+                        fresh.append(record)
+                    if report.duplicate_ids and not any("duplicate" in a for a in report.anomalies):
+                        report.anomalies.append(
+                            f"ids repeated across pages ({type}, parent={parent})"
+                        )
+                    report.pages += 1
+                    report.records += len(fresh)
+                    short = not page.records or len(page.records) < self.page_size
+                    offset += len(page.records)
+                    if short or offset >= page.count:
+                        yield CatalogPage(page.offset, page.count, fresh)
+                        return
+                    # Ask for the next pages before handing this one over, so the caller's work
+                    # on it overlaps with 1C's.
+                    if pool is None and width > 1 and slow_pages >= 2:
+                        pool = ThreadPoolExecutor(width, thread_name_prefix="onec-page")
+                    if pool is not None:
+                        ahead = max(ahead, offset)
+                        while len(in_flight) < width and ahead < page.count:
+                            in_flight.append((ahead, pool.submit(fetch, ahead, page.count)))
+                            ahead += self.page_size
+                    yield CatalogPage(page.offset, page.count, fresh)
+        finally:
+            _drop(in_flight)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _fetch_trusted(
-        self, type: str, modified_since: str, parent: str | None, offset: int, report: PassReport
-    ) -> CatalogPage:
-        """A page, asking again when 1C answers 200 with something that is not a page (a proxy's
-        HTML error page, a truncated body). A page that stays bad is returned with `problem`
-        set — unless it is the first, when there is no `count` to page on and the pass fails."""
+        self,
+        type: str,
+        modified_since: str,
+        parent: str | None,
+        offset: int,
+        known_count: int | None,
+    ) -> tuple[CatalogPage, int]:
+        """A page and the requests it took, asking again when 1C answers 200 with something that
+        is not a page (a proxy's HTML error page, a truncated body). A page that stays bad is
+        returned with `problem` set — unless no `count` is known yet (the first page), when
+        there is nothing to page on and the pass fails."""
         for attempt in range(self.bad_page_retries + 1):
             try:
-                report.requests += 1
-                return self.fetch_page(
+                page = self.fetch_page(
                     type=type, modified_since=modified_since, parent=parent, offset=offset
                 )
+                return page, attempt + 1
             except OneCResponseError as exc:
-                if report.last_count is None and attempt == self.bad_page_retries:
+                if known_count is None and attempt == self.bad_page_retries:
                     raise
                 if attempt == self.bad_page_retries:
-                    return CatalogPage(
-                        offset, report.last_count, [], problem=str(exc), raw=exc.body
-                    )
+                    problem = CatalogPage(offset, known_count, [], problem=str(exc), raw=exc.body)
+                    return problem, attempt + 1
                 time.sleep(self.backoff_seconds * (2**attempt))
         raise AssertionError("unreachable")
 
     def walk_categories(self, *, modified_since: str, report: PassReport) -> Iterator[list[Any]]:
-        """The seed's walk: children of `parent=0`, then of each category found, level by level.
+        """The seed's walk: children of `parent=0`, then of each category found.
 
-        Each level's parents are fetched concurrently (bounded by `walk_concurrency`, so a 1C
-        server is not flooded), which makes a slow 1C cost about depth x latency, not
-        categories x latency. A category reached twice (1C reporting a cycle or a
-        duplicate) is not descended into again, so the walk always ends.
+        Up to `walk_concurrency` parents are asked at once (bounded, so a 1C server is not
+        flooded), and a parent is asked as soon as its own parent's answer names it, without
+        waiting for the rest of its level: a slow 1C costs about
+        max(depth, categories / walk_concurrency) round trips, not categories round trips.
+        Each parent's children are paged sequentially (almost all fit one page). A category
+        reached twice (1C reporting a cycle or a duplicate) is not descended into again, so
+        the walk always ends. Pages are yielded as parents complete, in no fixed order.
         """
         visited: set[str] = {ROOT_PARENT}
-        level = [ROOT_PARENT]
-        with ThreadPoolExecutor(max_workers=max(1, self.walk_concurrency)) as pool:
-            while level:
-                next_level: list[str] = []
-                children = pool.map(lambda parent: self._children(parent, modified_since), level)
-                for parent_report, pages in children:
-                    report.requests += parent_report.requests
-                    report.pages += parent_report.pages
-                    report.records += parent_report.records
-                    report.duplicate_ids += parent_report.duplicate_ids
-                    report.anomalies.extend(parent_report.anomalies)
-                    for records in pages:
-                        for record in records:
-                            record_id = record.get("id") if isinstance(record, dict) else None
-                            if isinstance(record_id, str) and record_id not in visited:
-                                visited.add(record_id)
-                                next_level.append(record_id)
-                        yield records
-                level = next_level
+        width = max(1, self.walk_concurrency)
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="onec-walk") as pool:
+            running = {pool.submit(self._children, ROOT_PARENT, modified_since)}
+            try:
+                while running:
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        parent_report, pages = future.result()
+                        report.requests += parent_report.requests
+                        report.pages += parent_report.pages
+                        report.records += parent_report.records
+                        report.duplicate_ids += parent_report.duplicate_ids
+                        report.anomalies.extend(parent_report.anomalies)
+                        for records in pages:
+                            for record in records:
+                                record_id = record.get("id") if isinstance(record, dict) else None
+                                if isinstance(record_id, str) and record_id not in visited:
+                                    visited.add(record_id)
+                                    running.add(
+                                        pool.submit(self._children, record_id, modified_since)
+                                    )
+                            yield records
+            finally:
+                for future in running:
+                    future.cancel()
 
     def _children(self, parent: str, modified_since: str) -> tuple[PassReport, list[list[Any]]]:
         report = PassReport()
         pages = [
             page.records
             for page in self.pages(
-                type="category", modified_since=modified_since, parent=parent, report=report
+                type="category",
+                modified_since=modified_since,
+                parent=parent,
+                report=report,
+                concurrency=1,
             )
         ]
         return report, pages
+
+
+def _drop(in_flight: deque) -> None:
+    """Forget pages asked for ahead: cancel what has not started, let the rest finish unread."""
+    while in_flight:
+        in_flight.popleft()[1].cancel()
 
 
 def type_name(exc: BaseException) -> str:

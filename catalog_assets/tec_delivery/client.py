@@ -9,6 +9,7 @@ transport failure) or record success.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import dagster as dg
 import requests
 from pydantic import PrivateAttr
 
-from catalog_assets.http import build_session, redact, safe_url, truncate
+from catalog_assets.http import build_session, redact, safe_url, truncate, url_secrets
 from catalog_assets.mapping import put_products_request
 
 DEFAULT_URL = "https://api.tec.delivery/common/merchant/1.0/"
@@ -54,6 +55,7 @@ class TecDeliveryClient(dg.ConfigurableResource):
     push_concurrency: int = 2
 
     _session: requests.Session | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def translate_flag(self) -> bool:
@@ -65,13 +67,14 @@ class TecDeliveryClient(dg.ConfigurableResource):
         raise ValueError(f"TEC_DELIVERY_TRANSLATE must be true or false, got {self.translate!r}")
 
     def _http(self) -> requests.Session:
-        if self._session is None:
-            self._session = build_session(
-                max_retries=self.max_retries,
-                backoff_seconds=self.backoff_seconds,
-                pool_size=max(self.push_concurrency, 1) + 1,
-            )
-        return self._session
+        with self._lock:  # batches are sent from several threads: one pool for all of them
+            if self._session is None:
+                self._session = build_session(
+                    max_retries=self.max_retries,
+                    backoff_seconds=self.backoff_seconds,
+                    pool_size=max(self.push_concurrency, 1) + 1,
+                )
+            return self._session
 
     def put_products(self, items: list[dict[str, Any]]) -> BatchOutcome:
         body = put_products_request(
@@ -93,7 +96,8 @@ class TecDeliveryClient(dg.ConfigurableResource):
                 error=f"{described} failed after {self.max_retries} retries: {type(exc).__name__}",
                 duration_ms=_since(started),
             )
-        text = redact(response.text, [self.token])
+        # The webhook URL carries its own secret and a server may quote our request back.
+        text = redact(response.text, [self.token, *url_secrets(self.webhook_url)])
         duration = _since(started)
         status = response.status_code
         try:

@@ -1,0 +1,146 @@
+"""The outlet hub on the asset graph: `outlet_feed_snapshot` and `outlet_deliveries`.
+
+`outlet_feed_snapshot` runs in every sync (after products and the category tree) and publishes
+the immutable snapshot the API serves from. `outlet_deliveries` has one dynamic partition per
+outlet in outlets.yaml; `outlet_monitor_sensor` keeps the partitions in line with the file and
+reports each outlet's materialization and `outlet_is_live` check every minute without a run.
+Materializing a partition from the UI does the same assessment on demand.
+"""
+
+from contextlib import ExitStack
+
+import dagster as dg
+
+from catalog_assets.assets.onec import SYNC_POOL, category_tree, onec_products
+from catalog_assets.outlets.health import OutletHealth, gather
+from catalog_assets.outlets.registry import RegistryLoader
+from catalog_assets.outlets.resource import OutletHub
+from catalog_assets.outlets.snapshot import SnapshotReader, SnapshotUnavailable, publish_snapshot
+from catalog_assets.outlets.state import OutletState, utc_now
+from catalog_assets.storage import CatalogStore
+
+OUTLET_PARTITIONS = dg.DynamicPartitionsDefinition(name="outlets")
+
+
+@dg.asset(
+    group_name="outlets",
+    kinds={"duckdb"},
+    pool=SYNC_POOL,
+    deps=[onec_products, category_tree],
+    description="The outlet feeds (categories, products, prices, stock) copied into a new "
+    "read-only DuckDB file and published atomically: the API serves from it while syncs write.",
+)
+def outlet_feed_snapshot(
+    context: dg.AssetExecutionContext, store: CatalogStore, outlet_hub: OutletHub
+) -> dg.MaterializeResult:
+    with store.connect() as con:
+        published = publish_snapshot(
+            con,
+            outlet_hub.snapshot_dir,
+            published_at=utc_now(),
+            run_id=context.run_id,
+            keep_minutes=outlet_hub.snapshot_keep_minutes,
+        )
+    context.log.info(
+        f"published {published.path}: max sequence {max(published.max_seq.values())}, "
+        f"{published.deleted_old} old snapshots removed"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "snapshot": published.path,
+            "max_seq": max(published.max_seq.values()),
+            "max_seq_by_feed": dg.MetadataValue.json(published.max_seq),
+            "items_by_feed": dg.MetadataValue.json(published.items),
+            "categories": published.categories,
+            "old_snapshots_removed": published.deleted_old,
+        }
+    )
+
+
+def assess_outlets(
+    hub: OutletHub, registered_at: dict | None = None
+) -> tuple[dict[str, OutletHealth], list[str]]:
+    """Every outlet's health from the registry, the state file and the current snapshot, plus
+    the registry problems that belong to no single outlet. Shared by the asset, the check and
+    the sensor so the three never disagree."""
+    reader = SnapshotReader(hub.snapshot_dir)
+    state = OutletState(hub.state_path)
+    general: list[str] = []
+    try:
+        with ExitStack() as stack:
+            try:
+                snapshot = stack.enter_context(reader.acquire())
+                categories = (snapshot.name, snapshot.valid_categories)
+            except SnapshotUnavailable as exc:
+                # Still judge silence: an outlet that stopped calling is news even before the
+                # first snapshot, and an unknown category cannot be judged without one.
+                snapshot, categories = None, (None, None)
+                general.append(str(exc))
+            registry = RegistryLoader(hub.config_path, require_tokens=False).get(categories)
+            health = gather(
+                registry,
+                state.outlets(),
+                snapshot,
+                utc_now(),
+                registered_at or {},
+                state.problems(),
+                max_lag_items=hub.max_lag_items,
+                max_lag_minutes=hub.max_lag_minutes,
+            )
+    finally:
+        state.close()
+        reader.close()
+    if registry.error:
+        general.append(registry.error)
+    general.extend(v for k, v in registry.problems.items() if k not in health)
+    return health, general
+
+
+@dg.asset(
+    group_name="outlets",
+    partitions_def=OUTLET_PARTITIONS,
+    deps=[outlet_feed_snapshot],
+    description="One partition per outlet in outlets.yaml: last contact, acknowledged cursor "
+    "per feed, lag in items and in minutes. Reported every minute by outlet_monitor_sensor.",
+)
+def outlet_deliveries(
+    context: dg.AssetExecutionContext, outlet_hub: OutletHub
+) -> dg.MaterializeResult:
+    health, general = assess_outlets(outlet_hub)
+    outlet = health.get(context.partition_key)
+    if outlet is None:
+        raise dg.Failure(
+            f"outlet {context.partition_key!r} is not in {outlet_hub.config_path}",
+            metadata={"registry_problems": "\n".join(general) or "(none)"},
+        )
+    return dg.MaterializeResult(metadata=outlet.metadata())
+
+
+@dg.asset_check(
+    asset=outlet_deliveries,
+    name="outlet_is_live",
+    partitions_def=OUTLET_PARTITIONS,
+    description="The outlet called within its silent_after_minutes and is not too far behind.",
+)
+def outlet_is_live(
+    context: dg.AssetCheckExecutionContext, outlet_hub: OutletHub
+) -> dg.AssetCheckResult:
+    health, _ = assess_outlets(outlet_hub)
+    outlet = health.get(context.partition_key)
+    if outlet is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            description=f"outlet {context.partition_key!r} is no longer in outlets.yaml",
+        )
+    return dg.AssetCheckResult(
+        passed=outlet.healthy, description=outlet.problem, metadata=outlet.metadata()
+    )
+
+
+outlet_health_job = dg.define_asset_job(
+    "outlet_health_job",
+    selection=dg.AssetSelection.assets(outlet_deliveries),
+    partitions_def=OUTLET_PARTITIONS,
+    description="One outlet's delivery status and outlet_is_live check; started by "
+    "outlet_monitor_sensor when that outlet's verdict changes.",
+)

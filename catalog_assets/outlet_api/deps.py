@@ -1,0 +1,124 @@
+"""The API's long-lived parts (registry loader, snapshot reader, state file, cursor codec) and
+the request-level steps that use them: authenticate, then read a page.
+
+They live in one `OutletService` per app, created at startup, so tests can start an app on
+their own paths and the module-level `app` reads the environment only when it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from catalog_assets.outlet_api.config import RETRY_AFTER_SECONDS, ApiSettings
+from catalog_assets.outlets.feeds import CursorCodec
+from catalog_assets.outlets.registry import Registry, RegistryLoader, token_digest
+from catalog_assets.outlets.snapshot import Snapshot, SnapshotReader, SnapshotUnavailable
+from catalog_assets.outlets.state import OutletState, StateUnavailable, utc_now
+
+logger = logging.getLogger("catalog_assets.outlet_api")
+
+
+class ApiError(Exception):
+    """Becomes `{"error": {"code", "message"}}` with `status`; messages never hold a token."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def store_unavailable(message: str) -> ApiError:
+    return ApiError(503, "store_unavailable", message, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+@dataclass
+class View:
+    """What one request sees: a registry judged against one snapshot (None: none published)."""
+
+    registry: Registry
+    snapshot: Snapshot | None
+    snapshot_problem: str | None
+
+
+class OutletService:
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        self.state = OutletState(settings.state_path)
+        self.reader = SnapshotReader(settings.snapshot_dir)
+        self.codec = CursorCodec(settings.cursor_secret)
+        self.registry = RegistryLoader(settings.config_path, on_reload=self._reloaded)
+        self._tokens: tuple[int, dict[str, str]] = (0, {})
+
+    def _reloaded(self, registry: Registry) -> None:
+        try:
+            self.state.report_problems(registry.problems, utc_now())
+        except StateUnavailable as exc:
+            logger.error("could not record registry problems: %s", exc)
+
+    @contextmanager
+    def view(self) -> Iterator[View]:
+        """The current snapshot (held for the whole request, so a swap cannot close it) and
+        the registry judged against it. Without a snapshot the registry is still loaded, so
+        authentication answers as usual and the read itself answers 503."""
+        try:
+            with ExitStack() as stack:
+                try:
+                    snapshot: Snapshot | None = stack.enter_context(self.reader.acquire())
+                    problem = None
+                except SnapshotUnavailable as exc:
+                    snapshot, problem = None, str(exc)
+                categories = (
+                    (snapshot.name, snapshot.valid_categories) if snapshot else (None, None)
+                )
+                yield View(self.registry.get(categories), snapshot, problem)
+        except SnapshotUnavailable as exc:  # the file broke while being read
+            raise store_unavailable(str(exc)) from None
+
+    def token_owners(self, registry: Registry) -> dict[str, str]:
+        """Token digest -> outlet id, for valid and invalid entries alike (an invalid entry's
+        owner is told what is wrong instead of a bare 401). Cached per registry object."""
+        key = id(registry)
+        if self._tokens[0] != key:
+            owners = {
+                o.token_sha256: o.id
+                for o in [*registry.invalid.values(), *registry.outlets.values()]
+                if o.token_sha256
+            }
+            self._tokens = (key, owners)
+        return self._tokens[1]
+
+    def authenticate(self, registry: Registry, outlet_id: str, authorization: str | None) -> None:
+        """401 / 404 / 403 in that order: an unauthenticated caller learns nothing, not even
+        which outlet ids exist."""
+        scheme, _, token = (authorization or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "missing_token", "send Authorization: Bearer <outlet token>")
+        owners = self.token_owners(registry)
+        digest = token_digest(token)
+        caller = owners.get(digest)  # a digest lookup: no secret-dependent comparison
+        if caller is None:
+            raise ApiError(401, "invalid_token", "the bearer token is not valid for any outlet")
+        if not registry.known(outlet_id):
+            raise ApiError(404, "unknown_outlet", f"outlet {outlet_id!r} is not registered")
+        if caller != outlet_id:
+            raise ApiError(403, "forbidden", f"this token does not belong to outlet {outlet_id!r}")
+        if outlet_id in registry.problems:
+            raise ApiError(
+                404,
+                "outlet_unavailable",
+                f"{registry.problems[outlet_id]} — fix its entry in outlets.yaml",
+            )
+
+    def close(self) -> None:
+        self.reader.close()
+        self.state.close()
+
+
+def get_service(request: Request) -> OutletService:
+    return request.app.state.outlets

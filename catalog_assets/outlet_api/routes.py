@@ -1,0 +1,110 @@
+"""`GET /v1/outlets/{outlet_id}/changes` and `GET /healthz`.
+
+A call: authenticate (401/404/403), validate parameters (400), record the contact and the
+acknowledgement (the cursor sent), then read one keyset page from the snapshot. The page is
+`limit + 1` rows so `has_more` needs no count. The cursor returned names the last item sent;
+it is only acknowledged when the outlet sends it back, which is what makes a repeated call
+after a crash return the same items (at-least-once).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import Response
+
+from catalog_assets.outlet_api.deps import (
+    ApiError,
+    OutletService,
+    get_service,
+    store_unavailable,
+)
+from catalog_assets.outlet_api.schemas import Changes, ErrorBody, Health
+from catalog_assets.outlets.feeds import (
+    DEFAULT_LIMIT,
+    FEEDS,
+    MAX_LIMIT,
+    CursorError,
+    page_cursor_seq,
+    parse_entity,
+    parse_limit,
+)
+from catalog_assets.outlets.state import StateUnavailable, utc_now
+
+router = APIRouter()
+ERRORS = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "bad parameters: unknown entity, limit out of range, a cursor that is not ours",
+        401: "missing or wrong token",
+        403: "a valid token for another outlet",
+        404: "unknown outlet, or an outlet whose outlets.yaml entry is invalid",
+        503: "the store cannot be read; retry after Retry-After seconds",
+    }.items()
+}
+
+
+@router.get(
+    "/v1/outlets/{outlet_id}/changes",
+    response_model=Changes,
+    responses=ERRORS,
+    summary="Changes for one outlet after its cursor",
+)
+def changes(
+    outlet_id: str,
+    service: Annotated[OutletService, Depends(get_service)],
+    entity: Annotated[str | None, Query(description=f"one of {', '.join(FEEDS)}")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(description="from the previous answer; absent = continue from the last one sent"),
+    ] = None,
+    limit: Annotated[
+        str | None, Query(description=f"1..{MAX_LIMIT}, default {DEFAULT_LIMIT}")
+    ] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Response:
+    with service.view() as view:
+        service.authenticate(view.registry, outlet_id, authorization)
+        try:
+            feed = parse_entity(entity)
+            size = parse_limit(limit)
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        try:
+            sent = service.codec.decode(cursor, outlet_id, feed.name) if cursor else None
+        except CursorError as exc:
+            raise ApiError(400, "invalid_cursor", str(exc)) from None
+        try:
+            after = service.state.begin_request(outlet_id, feed.name, sent, utc_now())
+        except StateUnavailable as exc:
+            raise store_unavailable(f"outlet state cannot be written ({exc})") from None
+        if view.snapshot is None:
+            raise store_unavailable(view.snapshot_problem or "no feed snapshot")
+        outlet = view.registry.outlets[outlet_id]
+        scope = view.snapshot.scope(outlet.categories) if outlet.categories else None
+        rows = view.snapshot.page(feed.name, after, size + 1, scope)
+    has_more = len(rows) > size
+    rows = rows[:size]
+    next_cursor = service.codec.encode(
+        outlet_id, feed.name, page_cursor_seq(after, [r[0] for r in rows])
+    )
+    body = (
+        '{"items": ['
+        + ", ".join(r[1] for r in rows)
+        + f'], "cursor": {json.dumps(next_cursor)}, "has_more": {"true" if has_more else "false"}}}'
+    )
+    return Response(content=body.encode(), media_type="application/json")
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness, and which snapshot is served")
+def healthz(service: Annotated[OutletService, Depends(get_service)]) -> Health:
+    with service.view() as view:
+        return Health(
+            status="ok" if view.snapshot else "no_snapshot",
+            snapshot=view.snapshot.name if view.snapshot else None,
+            published_at=view.snapshot.published_at if view.snapshot else None,
+            outlets=len(view.registry.outlets),
+            registry_problems=len(view.registry.problems) + (1 if view.registry.error else 0),
+        )

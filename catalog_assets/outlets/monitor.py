@@ -1,0 +1,178 @@
+"""`outlet_monitor_sensor`: every outlet on the graph without 200 runs a minute.
+
+One tick (every 60 s) reads outlets.yaml, the API's state file and the current snapshot, and
+returns them as a `SensorResult`:
+
+- `dynamic_partitions_requests` add a partition of `outlet_deliveries` for each outlet that
+  appeared in outlets.yaml and delete the ones removed from it;
+- `asset_events` carry, per outlet, a runless `AssetMaterialization` of its partition (last
+  contact, acknowledged cursor per feed, lag), reported when the outlet's observed state changes
+  and at least every `REPORT_EVERY_SECONDS`, so 200 quiet outlets do not write 200 events a
+  minute;
+- `run_requests` evaluate `outlet_is_live` for an outlet's partition only when its verdict
+  changes (or it is new): a small run of `outlet_health_job` (the partition's materialization
+  plus its check). Why not a runless `AssetCheckEvaluation` in `asset_events`, which
+  SensorResult does accept in 1.13: the event log stores runless evaluations with run_id ""
+  and its unique index is (asset, check, run_id, partition), so the second runless evaluation of
+  the same outlet's partition fails the insert (dagster/_core/storage/event_log/
+  sql_event_log.py, `_store_runless_asset_check_evaluation`). A run per verdict change is the
+  closest supported mechanism and stays rare;
+- alerts go through the project's `Notifier` on transitions only (`incident_transitions`), the
+  open incidents kept in the sensor cursor: one message when an outlet goes silent or falls
+  behind, one when it recovers.
+
+The cursor also remembers when each outlet was first seen, which is when a never-called
+outlet's silence starts counting.
+"""
+
+import hashlib
+import json
+from datetime import datetime
+
+import dagster as dg
+
+from catalog_assets.assets.outlets import (
+    OUTLET_PARTITIONS,
+    assess_outlets,
+    outlet_deliveries,
+    outlet_health_job,
+)
+from catalog_assets.notifier import Notifier, incident_transitions
+from catalog_assets.outlets.health import OutletHealth
+from catalog_assets.outlets.resource import OutletHub
+from catalog_assets.outlets.state import utc_now
+
+REPORT_EVERY_SECONDS = 600
+INCIDENT_PREFIX = "outlet:"
+
+
+def load_cursor(raw: str | None) -> dict:
+    """The sensor's memory; an unreadable cursor starts afresh rather than failing every tick."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    return {
+        "open": dict(data.get("open") or {}),
+        "seen": dict(data.get("seen") or {}),
+        "reported": dict(data.get("reported") or {}),
+        "verdicts": dict(data.get("verdicts") or {}),
+    }
+
+
+def fingerprint(health: OutletHealth) -> str:
+    """What changes an outlet's report: contact, acknowledgements, verdict, problem."""
+    material = json.dumps(
+        [
+            health.last_contact_at.isoformat() if health.last_contact_at else None,
+            {e: f.acked_seq for e, f in sorted(health.feeds.items())},
+            health.healthy,
+            health.problem,
+        ],
+        sort_keys=True,
+    )
+    return hashlib.sha1(material.encode()).hexdigest()[:12]
+
+
+def alert_text(outlet_id: str, name: str, problem: str, recovered: bool) -> str:
+    if recovered:
+        return f"Outlet {outlet_id} ({name}) recovered; it was: {problem}"
+    return f"Outlet {outlet_id} ({name}) needs attention: {problem}"
+
+
+@dg.sensor(
+    job=outlet_health_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Keeps one outlet_deliveries partition per outlet in outlets.yaml, reports each "
+    "outlet's contact and lag, and alerts once when an outlet goes silent and once on recovery.",
+)
+def outlet_monitor_sensor(
+    context: dg.SensorEvaluationContext, outlet_hub: OutletHub, notifier: Notifier
+) -> dg.SensorResult:
+    memory = load_cursor(context.cursor)
+    now = utc_now()
+    registered_at = {k: datetime.fromisoformat(v) for k, v in memory["seen"].items()}
+    health, general = assess_outlets(outlet_hub, registered_at)
+    known = set(context.instance.get_dynamic_partitions(OUTLET_PARTITIONS.name))
+    wanted = set(health)
+    requests = []
+    if wanted - known:
+        requests.append(OUTLET_PARTITIONS.build_add_request(sorted(wanted - known)))
+    if known - wanted:
+        requests.append(OUTLET_PARTITIONS.build_delete_request(sorted(known - wanted)))
+
+    events: list = []
+    reported: dict[str, list] = {}
+    for outlet_id, outlet in health.items():
+        stamp = fingerprint(outlet)
+        previous = memory["reported"].get(outlet_id)
+        due = (
+            previous is None
+            or previous[0] != stamp
+            or now.timestamp() - previous[1] >= REPORT_EVERY_SECONDS
+        )
+        if not due:
+            reported[outlet_id] = previous
+            continue
+        events.append(
+            dg.AssetMaterialization(
+                asset_key=outlet_deliveries.key, partition=outlet_id, metadata=outlet.metadata()
+            )
+        )
+        reported[outlet_id] = [stamp, now.timestamp()]
+
+    runs = []
+    verdicts: dict[str, str] = {}
+    for outlet_id, outlet in health.items():
+        if outlet_id not in known:
+            # A partition added by this tick gets its first check run on the next tick, once
+            # the instance holds it, so a check run never races its partition's creation.
+            continue
+        verdict = "live" if outlet.healthy else "failing"
+        verdicts[outlet_id] = verdict
+        if memory["verdicts"].get(outlet_id) != verdict:
+            runs.append(
+                dg.RunRequest(
+                    run_key=f"outlet-check-{outlet_id}-{verdict}-{int(now.timestamp())}",
+                    partition_key=outlet_id,
+                    tags={"catalog/trigger": "outlet_monitor_sensor"},
+                )
+            )
+
+    # Outlets removed from outlets.yaml are not "observed healthy": their incidents close
+    # explicitly, with a recovery message that says why.
+    current: dict[str, str | None] = {
+        INCIDENT_PREFIX + k: (None if h.healthy else h.problem) for k, h in health.items()
+    }
+    for key in memory["open"]:
+        if key.startswith(INCIDENT_PREFIX) and key[len(INCIDENT_PREFIX) :] not in health:
+            current[key] = None
+    transitions = incident_transitions(memory["open"], current)
+    for key, problem in transitions.opened.items():
+        outlet_id = key[len(INCIDENT_PREFIX) :]
+        notifier.send(alert_text(outlet_id, health[outlet_id].name, problem, recovered=False))
+    for key, problem in transitions.resolved.items():
+        outlet_id = key[len(INCIDENT_PREFIX) :]
+        name = health[outlet_id].name if outlet_id in health else "removed from outlets.yaml"
+        notifier.send(alert_text(outlet_id, name, problem, recovered=True))
+
+    for problem in general:
+        context.log.warning(f"outlet registry: {problem}")
+    seen = {k: v for k, v in memory["seen"].items() if k in health}
+    for outlet_id in health:
+        seen.setdefault(outlet_id, now.isoformat())
+    cursor = json.dumps(
+        {
+            "open": transitions.still_open,
+            "seen": seen,
+            "reported": reported,
+            "verdicts": verdicts,
+        },
+        ensure_ascii=False,
+    )
+    return dg.SensorResult(
+        run_requests=runs, dynamic_partitions_requests=requests, asset_events=events, cursor=cursor
+    )

@@ -1,0 +1,295 @@
+"""Immutable feed snapshots: how the API keeps answering while a sync holds DuckDB's lock.
+
+DuckDB allows one writing process per file, and a Dagster run holds the catalog file for its
+whole duration. So each sync's `outlet_feed_snapshot` copies the feed columns into a *new*
+DuckDB file (ATTACH + CREATE TABLE AS, set-based, each table sorted by sequence so keyset
+pages are range scans), then publishes it by replacing the `CURRENT` pointer file with
+`os.replace` (atomic on POSIX). The API opens the file `CURRENT` names read-only, and swaps to
+a new one when the pointer changes; a reader never sees a half-written snapshot because the
+pointer only ever names finished files. Old files are deleted after a grace period (and never
+the current or the previous one), so a reader still holding one is not broken mid-request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from catalog_assets.outlets.feeds import FEEDS, expand_subtrees
+
+logger = logging.getLogger("catalog_assets.outlets")
+
+POINTER = "CURRENT"
+SUFFIX = ".duckdb"
+
+
+class SnapshotUnavailable(RuntimeError):
+    """No snapshot is published yet, or the current one cannot be read: the API answers 503."""
+
+
+def _feed_select(entity: str) -> str:
+    """The SELECT that builds one feed from the attached catalog (its default database, unqualified).
+
+    An item is the record in the 1C shape (`record`, as 1C served it) or, for the narrow
+    feeds, `{id, price}` / `{id, stock}`; a removed item carries `"removed": true` so an outlet
+    can delist it. `changed_at` is when the change was staged (or the removal decided), for
+    lag in time.
+    """
+    feed = FEEDS[entity]
+    if entity in ("categories", "products"):
+        item = "record"
+    else:
+        value = "price" if entity == "prices" else "stock"
+        item = f"json_object('id', id, '{value}', {value})::VARCHAR"
+    return f"""
+        SELECT {feed.seq_column} AS seq, id, {feed.scope_column} AS scope,
+               greatest(staged_at, coalesce(removed_at, staged_at)) AS changed_at,
+               CASE WHEN removed_at IS NULL THEN {item}
+                    ELSE json_merge_patch({item}, '{{"removed": true}}')::VARCHAR END AS item
+        FROM {feed.table}
+        ORDER BY seq"""
+
+
+@dataclass(frozen=True)
+class PublishedSnapshot:
+    path: str
+    max_seq: dict[str, int]
+    items: dict[str, int]
+    categories: int
+    deleted_old: int
+
+
+def publish_snapshot(
+    catalog: duckdb.DuckDBPyConnection,
+    snapshot_dir: str,
+    *,
+    published_at: datetime,
+    run_id: str | None,
+    keep_minutes: float,
+) -> PublishedSnapshot:
+    """Write a new snapshot from the open catalog connection, publish it, prune old ones.
+
+    `catalog` is the run's own (writing) connection, so the copy is consistent with what the
+    run staged: nothing else can write while the run holds the file.
+    """
+    directory = Path(snapshot_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"feeds-{published_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    building = directory / f"{name}.building"
+    final = directory / f"{name}{SUFFIX}"
+    alias = "snap"
+    catalog.execute(f"ATTACH '{building}' AS {alias}")
+    try:
+        for entity in FEEDS:
+            catalog.execute(f"CREATE TABLE {alias}.feed_{entity} AS " + _feed_select(entity))
+        catalog.execute(
+            f"""CREATE TABLE {alias}.categories AS
+                SELECT t.id, t.parent, t.status, c.removed_at IS NOT NULL AS removed
+                FROM category_tree t LEFT JOIN onec_categories c USING (id)"""
+        )
+        stats = {
+            entity: catalog.execute(
+                f"SELECT coalesce(max(seq), 0), count(*) FROM {alias}.feed_{entity}"
+            ).fetchone()
+            for entity in FEEDS
+        }
+        categories = catalog.execute(f"SELECT count(*) FROM {alias}.categories").fetchone()[0]
+        catalog.execute(
+            f"CREATE TABLE {alias}.meta AS SELECT * FROM (VALUES "
+            "('published_at', $at), ('run_id', $run)) AS m(key, value)",
+            {"at": published_at.isoformat(), "run": run_id or ""},
+        )
+    except BaseException:
+        catalog.execute(f"DETACH {alias}")
+        building.unlink(missing_ok=True)
+        raise
+    catalog.execute(f"DETACH {alias}")
+    os.replace(building, final)
+    pointer_tmp = directory / f".{POINTER}.{uuid.uuid4().hex[:8]}"
+    pointer_tmp.write_text(final.name, encoding="utf-8")
+    os.replace(pointer_tmp, directory / POINTER)
+    deleted = prune_snapshots(directory, keep_minutes=keep_minutes, now=time.time())
+    return PublishedSnapshot(
+        str(final),
+        {e: int(s[0]) for e, s in stats.items()},
+        {e: int(s[1]) for e, s in stats.items()},
+        int(categories),
+        deleted,
+    )
+
+
+def prune_snapshots(directory: Path, *, keep_minutes: float, now: float) -> int:
+    """Delete snapshots older than the grace period, never the current or the newest other one
+    (a reader may have opened it just before the swap)."""
+    try:
+        current = (directory / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        current = ""
+    files = sorted(directory.glob(f"feeds-*{SUFFIX}"), key=lambda p: p.stat().st_mtime)
+    keep = {current, *(p.name for p in files[-2:])}
+    deleted = 0
+    for path in files:
+        if path.name in keep or now - path.stat().st_mtime < keep_minutes * 60:
+            continue
+        path.unlink(missing_ok=True)
+        Path(f"{path}.wal").unlink(missing_ok=True)
+        deleted += 1
+    for stale in directory.glob("*.building"):  # a crashed publish
+        if now - stale.stat().st_mtime > keep_minutes * 60:
+            stale.unlink(missing_ok=True)
+    return deleted
+
+
+class Snapshot:
+    """One open, read-only snapshot file, plus what every request needs from it in memory:
+    the category hierarchy (for subtree filters and registry validation) and max sequences."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.name = os.path.basename(path)
+        self._con = duckdb.connect(path, read_only=True)
+        rows = self._con.execute("SELECT id, parent, status, removed FROM categories").fetchall()
+        self.parents = {r[0]: r[1] for r in rows}
+        self.valid_categories = frozenset(r[0] for r in rows if r[2] == "ok" and not r[3])
+        self.max_seq = {
+            entity: self._con.execute(
+                f"SELECT coalesce(max(seq), 0) FROM feed_{entity}"
+            ).fetchone()[0]
+            for entity in FEEDS
+        }
+        self.published_at = dict(self._con.execute("SELECT key, value FROM meta").fetchall()).get(
+            "published_at", ""
+        )
+        self._subtrees: dict[tuple[str, ...], list[str]] = {}
+        self._lock = threading.Lock()
+        self.users = 0
+        self.retired = False
+
+    def scope(self, roots: tuple[str, ...]) -> list[str]:
+        """The category ids an outlet with these roots may see (cached per snapshot)."""
+        cached = self._subtrees.get(roots)
+        if cached is None:
+            cached = sorted(expand_subtrees(self.parents, roots))
+            self._subtrees[roots] = cached
+        return cached
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        # DuckDB connections are not shared across threads; a cursor is a cheap per-thread
+        # handle on the same database.
+        return self._con.cursor()
+
+    def page(
+        self, entity: str, after: int, limit: int, scope: list[str] | None
+    ) -> list[tuple[int, str]]:
+        """(seq, item JSON) for up to `limit` items after `after`, in sequence order."""
+        sql = f"SELECT seq, item FROM feed_{entity} WHERE seq > $after"
+        params: dict = {"after": after, "n": limit}
+        if scope is not None:
+            sql += " AND scope IN (SELECT unnest($scope))"
+            params["scope"] = scope
+        sql += " ORDER BY seq LIMIT $n"
+        with self.cursor() as cur:
+            return cur.execute(sql, params).fetchall()
+
+    def backlog(
+        self, entity: str, after: int, scope: list[str] | None
+    ) -> tuple[int, datetime | None]:
+        """How many items after `after` the outlet has not acknowledged, and the oldest one's
+        `changed_at`: lag in items and the basis for lag in time."""
+        sql = f"SELECT count(*), min(changed_at) FROM feed_{entity} WHERE seq > $after"
+        params: dict = {"after": after}
+        if scope is not None:
+            sql += " AND scope IN (SELECT unnest($scope))"
+            params["scope"] = scope
+        with self.cursor() as cur:
+            count, oldest = cur.execute(sql, params).fetchone()
+        return int(count), oldest
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class SnapshotReader:
+    """Follows the `CURRENT` pointer: one `stat` per request, a reopen only when it changes.
+
+    A replaced snapshot is closed once the last request using it has finished, so a swap in
+    the middle of a request never pulls the file out from under it.
+    """
+
+    def __init__(self, snapshot_dir: str) -> None:
+        self.directory = Path(snapshot_dir)
+        self._lock = threading.Lock()
+        self._current: Snapshot | None = None
+        self._pointer_key: tuple | None = None
+
+    def _refresh(self) -> Snapshot:
+        pointer = self.directory / POINTER
+        try:
+            stat = pointer.stat()
+        except FileNotFoundError:
+            raise SnapshotUnavailable(
+                "no outlet feed snapshot has been published yet (run full_resync)"
+            ) from None
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if key == self._pointer_key and self._current is not None:
+            return self._current
+        with self._lock:
+            if key == self._pointer_key and self._current is not None:
+                return self._current
+            name = pointer.read_text(encoding="utf-8").strip()
+            if self._current is not None and self._current.name == name:
+                self._pointer_key = key
+                return self._current
+            try:
+                fresh = Snapshot(str(self.directory / name))
+            except (duckdb.Error, OSError) as exc:
+                raise SnapshotUnavailable(
+                    f"feed snapshot {name} cannot be opened ({type(exc).__name__})"
+                ) from None
+            old, self._current, self._pointer_key = self._current, fresh, key
+            if old is not None:
+                old.retired = True
+                if old.users == 0:
+                    old.close()
+            logger.info("serving outlet feeds from %s", name)
+            return fresh
+
+    @contextmanager
+    def acquire(self) -> Iterator[Snapshot]:
+        while True:
+            snapshot = self._refresh()
+            with self._lock:
+                # A swap may have retired (and closed) it between the two lines: take the new one.
+                if not snapshot.retired:
+                    snapshot.users += 1
+                    break
+        try:
+            yield snapshot
+        except duckdb.Error as exc:
+            raise SnapshotUnavailable(
+                f"feed snapshot {snapshot.name} cannot be read ({type(exc).__name__})"
+            ) from None
+        finally:
+            with self._lock:
+                snapshot.users -= 1
+                if snapshot.retired and snapshot.users == 0:
+                    snapshot.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._current is not None:
+                self._current.retired = True
+                if self._current.users == 0:
+                    self._current.close()
+                self._current = None
+                self._pointer_key = None

@@ -1,0 +1,160 @@
+"""(7) One alert per incident and one on recovery, through the one notifier resource.
+
+The incidents come from real runs on a real instance: a sync that failed because Tec.Delivery
+was down, and a quarantine check that failed because 1C served a bad record. The alerts go to a
+Slack-compatible receiver on loopback.
+"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import dagster as dg
+import pytest
+
+from catalog_assets.alerts import catalog_alerts
+from catalog_assets.notifier import Notifier
+
+
+class SlackHook:
+    """An incoming-webhook stand-in: records `{"text": ...}` posts; can be switched off."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.up = True
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                status = 200 if hook.up else 503
+                if hook.up:
+                    hook.messages.append(body["text"])
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def take(self) -> list[str]:
+        taken, self.messages = self.messages, []
+        return taken
+
+
+@pytest.fixture
+def slack(leak_guard):
+    hook = SlackHook()
+    yield hook
+    hook.server.shutdown()
+    leak_guard.text("\n".join(hook.messages))
+
+
+def tick(platform, slack, cursor):
+    with dg.build_sensor_context(
+        instance=platform.instance,
+        cursor=cursor,
+        definitions=platform.defs,
+        resources={"notifier": Notifier(webhook_url=slack.url, timeout_seconds=5)},
+    ) as context:
+        result = catalog_alerts(context)
+    return result.cursor, slack.take()
+
+
+BAD = {
+    "id": "bad-stock",
+    "parent": "0",
+    "type": "product",
+    "name": "Остаток?",
+    "price": 10,
+    "stock": "много",
+    "modified_at": "2026-09-01T00:00:00",
+}
+
+
+def test_one_alert_per_incident_and_one_per_recovery(platform, slack, ledger):
+    assert platform.run("full_resync").success
+    cursor, sent = tick(platform, slack, None)
+    assert sent == [] and json.loads(cursor) == {"open": {}}
+
+    # Two incidents in one run: 1C serves a bad record, Tec.Delivery is down.
+    platform.catalog.add_raw(BAD)
+    platform.catalog.upsert_product({"id": platform.catalog.products()[0]["id"], "price": 1})
+    platform.tec.inject(status=503, times=10_000)
+    ledger.fault("Tec.Delivery down (503)")
+    ledger.bad_input("non-numeric stock")
+    assert not platform.run("incremental_sync", raise_on_error=False).success
+    cursor, sent = tick(platform, slack, cursor)
+    assert len(sent) == 2, sent
+    run_alert = next(m for m in sent if "job incremental_sync failed" in m)
+    assert "HTTP 503" in run_alert and "tec_delivery_products" in run_alert
+    check_alert = next(m for m in sent if "onec_products/no_quarantined_records" in m)
+    assert "(ERROR)" in check_alert and "1 products from 1C are quarantined" in check_alert
+
+    # Still broken, another failed run, more ticks: silence.
+    assert not platform.run("incremental_sync", raise_on_error=False).success
+    for _ in range(2):
+        cursor, sent = tick(platform, slack, cursor)
+        assert sent == []
+    assert len(json.loads(cursor)["open"]) == 2
+
+    # The alert channel itself is down while things recover: nothing is forgotten.
+    platform.tec.clear_faults()
+    platform.catalog.upsert_product({"id": "bad-stock", "stock": 3})
+    assert platform.run("incremental_sync").success
+    slack.up = False
+    ledger.fault("alert webhook down (503)")
+    cursor, sent = tick(platform, slack, cursor)
+    assert sent == [] and len(json.loads(cursor)["open"]) == 2
+    slack.up = True
+    cursor, sent = tick(platform, slack, cursor)
+    assert len(sent) == 2 and all("recovered" in m for m in sent), sent
+    assert {"run:incremental_sync", "check:onec_products/no_quarantined_records"} == {
+        m.split("recovered: ")[1].split(" (was")[0] for m in sent
+    }
+    cursor, sent = tick(platform, slack, cursor)
+    assert sent == [] and json.loads(cursor) == {"open": {}}
+
+
+def test_every_check_is_watched_including_ones_added_later(platform, slack):
+    """A check that is not in catalog_checks (the outlet team's, or tomorrow's) alerts too."""
+
+    @dg.asset_check(asset="tec_delivery_products", name="added_later")
+    def added_later():
+        return dg.AssetCheckResult(passed=False, description="something new is wrong")
+
+    @dg.asset_check(
+        asset="tec_delivery_products",
+        name="alerts_itself",
+        metadata={"catalog/alerts": "self"},
+    )
+    def alerts_itself():
+        return dg.AssetCheckResult(passed=False, description="sends its own alert")
+
+    new_checks = dg.define_asset_job(
+        "new_checks", selection=dg.AssetSelection.checks(added_later, alerts_itself)
+    )
+    defs = dg.Definitions.merge(
+        platform.defs,
+        dg.Definitions(asset_checks=[added_later, alerts_itself], jobs=[new_checks]),
+    )
+    result = defs.resolve_job_def("new_checks").execute_in_process(
+        instance=platform.instance, raise_on_error=False
+    )
+    assert [e.passed for e in result.get_asset_check_evaluations()] == [False, False]
+    with dg.build_sensor_context(
+        instance=platform.instance,
+        definitions=defs,
+        resources={"notifier": Notifier(webhook_url=slack.url)},
+    ) as context:
+        catalog_alerts(context)
+    sent = slack.take()
+    assert sent == [
+        ":red_circle: [catalog] asset check tec_delivery_products/added_later failed (ERROR): "
+        "something new is wrong"
+    ]

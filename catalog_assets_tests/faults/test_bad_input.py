@@ -1,0 +1,196 @@
+"""(2) Bad input from 1C is quarantined, never fatal, and released when 1C fixes it.
+
+Record-level problems go to the `quarantine` table (reason + raw record) and fail
+`no_quarantined_records`. Problems only the whole catalog shows (unknown parent, cycle, a parent
+that is a product) are flagged in `category_tree` and fail `category_tree_is_whole`; products
+held back because of their parent fail `no_held_back_items`. Unusable pages are asked again and,
+if they stay bad, quarantined as `page@<offset>` with the cursor held. The rest always syncs.
+"""
+
+from ..conftest import materializations
+from .conftest import delivered, live_valid_ids
+
+T = "2026-09-01T00:00:00"
+BAD_RECORDS = {
+    "no-price": {
+        "id": "bad-price",
+        "parent": "0",
+        "type": "product",
+        "name": "Цена",
+        "price": "сто",
+        "modified_at": T,
+    },
+    "no-stock": {
+        "id": "bad-stock",
+        "parent": "0",
+        "type": "product",
+        "name": "Остаток",
+        "price": 1,
+        "stock": [],
+        "modified_at": T,
+    },
+    "no-name": {
+        "id": "bad-name",
+        "parent": "0",
+        "type": "product",
+        "name": "  ",
+        "price": 1,
+        "modified_at": T,
+    },
+    "bad-time": {
+        "id": "bad-time",
+        "parent": "0",
+        "type": "product",
+        "name": "Время",
+        "price": 1,
+        "modified_at": "2026-09-01 12:00:00",
+    },
+    "nan-price": {
+        "id": "bad-inf",
+        "parent": "0",
+        "type": "product",
+        "name": "Бесконечность",
+        "price": 1e999,
+        "modified_at": T,
+    },
+    "own-parent": {
+        "id": "bad-self",
+        "parent": "bad-self",
+        "type": "category",
+        "name": "Сам себе",
+        "modified_at": T,
+    },
+}
+NO_ID = {"parent": "0", "type": "product", "name": "Без id", "price": 1, "modified_at": T}
+
+
+def checks(result) -> dict:
+    return {
+        (c.asset_key.to_user_string(), c.check_name): c
+        for c in result.get_asset_check_evaluations()
+    }
+
+
+def test_bad_records_and_pages_are_quarantined_and_the_rest_syncs(platform, ledger):
+    catalog = platform.catalog
+    for record in BAD_RECORDS.values():
+        catalog.add_raw(record)
+    catalog.add_raw(NO_ID)
+    some_product = catalog.products()[0]["id"]
+    catalog.upsert_category("orphan", "no-such-parent", "Сирота", T)
+    catalog.upsert_category("cyc-a", "cyc-b", "Цикл А", T)
+    catalog.upsert_category("cyc-b", "cyc-a", "Цикл Б", T)
+    catalog.upsert_category("under-product", some_product, "Под товаром", T)
+    catalog.upsert_product(
+        {"id": "lost-parent", "parent": "no-such-parent", "name": "Без родителя", "price": 1}, T
+    )
+    catalog.upsert_product(
+        {"id": "product-parent", "parent": some_product, "name": "Товар в товаре", "price": 1}, T
+    )
+    ledger.bad_input("invalid record", len(BAD_RECORDS) + 1)
+    ledger.bad_input(
+        "tree problem (orphan, cycle x2, under product, product orphan, product under product)", 6
+    )
+
+    # Page 2 of products stays unusable: three different bad answers, one per attempt.
+    at_200 = lambda q: q.get("type") == "product" and q.get("offset") == "200"  # noqa: E731
+    platform.onec.inject(
+        status=200, body="<html>502 Bad Gateway</html>", content_type="text/html", match=at_200
+    )
+    platform.onec.inject(
+        status=200,
+        body='{"count": 5, "data": [{"id"',
+        content_type="application/json",
+        match=at_200,
+    )
+    platform.onec.inject(status=200, body={"count": 3, "data": [{"id": "x"}] * 50}, match=at_200)
+    # Page 4 is bad once (a count that is not a count), then fine: a retry cures it.
+    platform.onec.inject(
+        status=200,
+        body={"count": "many", "data": []},
+        match=lambda q: q.get("type") == "product" and q.get("offset") == "400",
+    )
+    ledger.bad_input("unusable 1C page answer", 4)
+
+    first = platform.run("full_resync")
+    assert first.success
+    rows = platform.query(
+        "SELECT record_key, record_id, reason, raw FROM quarantine WHERE resolved_at IS NULL ORDER BY record_key"
+    )
+    by_key = {r[0]: r for r in rows}
+    assert "page@200" in by_key
+    assert "count=3 but 50 records" in by_key["page@200"][2]  # the last of the three answers
+    assert "page@400" not in by_key
+    for key in (
+        "bad-price",
+        "bad-stock",
+        "bad-name",
+        "bad-time",
+        "bad-inf",
+        "bad-self",
+    ):
+        assert key in by_key, key
+        assert by_key[key][3].startswith("{") and key in by_key[key][3]  # the raw record kept
+    assert "price must be a number" in by_key["bad-price"][2]
+    assert "stock must be a number" in by_key["bad-stock"][2]
+    assert "no name" in by_key["bad-name"][2]
+    assert "is not in the form" in by_key["bad-time"][2]
+    assert "its own parent" in by_key["bad-self"][2]
+    assert [r for r in rows if r[1] is None and r[0].startswith("raw:")]  # the one without id
+
+    tree = dict(platform.query("SELECT id, status FROM category_tree WHERE status <> 'ok'"))
+    assert tree == {
+        "orphan": "orphan",
+        "cyc-a": "cycle",
+        "cyc-b": "cycle",
+        "under-product": "parent_is_product",
+    }
+    results = checks(first)
+    assert not results[("onec_products", "no_quarantined_records")].passed
+    quarantined = results[("onec_products", "no_quarantined_records")].metadata
+    assert quarantined["quarantined"].value >= 7 and "bad-price" in quarantined["examples"].value
+    assert not results[("category_tree", "category_tree_is_whole")].passed
+    held = results[("tec_delivery_products", "no_held_back_items")]
+    assert not held.passed and held.metadata["held_back"].value == 2
+    assert "lost-parent" in held.metadata["examples"].value
+    assert materializations(first, "onec_products")["cursor_after"] == "(none)"  # page@200
+
+    # The rest of the catalog went out.
+    # The emulator's page order, which tolerates the records without an id or a timestamp.
+    order = sorted(catalog.products(), key=lambda r: (r.get("modified_at"), r.get("id", "")))
+    hidden = {r.get("id") for r in order[200:300]}
+    problem_ids = {r.get("id") for r in BAD_RECORDS.values()} | {"lost-parent", "product-parent"}
+    assert delivered(platform) == live_valid_ids(platform) - problem_ids - hidden
+    assert delivered(platform, "category") == live_valid_ids(platform, "category") - {
+        "orphan",
+        "cyc-a",
+        "cyc-b",
+        "under-product",
+        "bad-self",
+    }
+
+    # 1C fixes everything; the next incremental run delivers all of it.
+    platform.onec.clear_faults()
+    catalog.upsert_product({"id": "bad-price", "price": 100})
+    catalog.upsert_product({"id": "bad-stock", "stock": 4})
+    catalog.upsert_product({"id": "bad-name", "name": "Имя"})
+    catalog.upsert_product({"id": "bad-time", "name": "Время"})  # new modified_at in 1C format
+    catalog.upsert_product({"id": "bad-inf", "price": 5})
+    catalog.upsert_category("bad-self", "0", "Исправлена")
+    catalog.upsert_category("orphan", "0", "Нашла родителя")
+    catalog.upsert_category("cyc-a", "0", "Цикл разорван")
+    catalog.upsert_category("under-product", "0", "Теперь в корне")
+    catalog.upsert_product({"id": "lost-parent", "parent": "orphan"})
+    catalog.upsert_product({"id": "product-parent", "parent": "under-product"})
+    second = platform.run("incremental_sync")
+    assert second.success
+    results = checks(second)
+    # Only the record without an id is left: 1C cannot fix what it cannot name.
+    assert results[("onec_products", "no_quarantined_records")].metadata["quarantined"].value == 1
+    assert results[("category_tree", "category_tree_is_whole")].passed
+    assert results[("tec_delivery_products", "no_held_back_items")].passed
+    lost = ledger.settle(live_valid_ids(platform), delivered(platform))
+    lost |= ledger.settle(live_valid_ids(platform, "category"), delivered(platform, "category"))
+    assert lost == set()
+    assert platform.tec.products["bad-price"]["price"] == 100
+    assert platform.tec.products["lost-parent"]["external_parent_id"] == "orphan"

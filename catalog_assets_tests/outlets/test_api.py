@@ -1,0 +1,230 @@
+"""The pull API over real HTTP: uvicorn on 127.0.0.1, the reference client, a real sync into
+a DuckDB file in tmp_path, and the snapshot it publishes."""
+
+import json
+import logging
+
+import duckdb
+import httpx
+import pytest
+
+from catalog_assets.outlet_client import LocalStore, OutletApiError, main, sync_outlet
+from catalog_assets.outlets.feeds import CursorCodec, expand_subtrees
+from catalog_assets_tests.outlets.conftest import CURSOR_SECRET, TOKENS, token_env
+
+
+def category_id(platform, name: str) -> str:
+    return next(c["id"] for c in platform.catalog.categories() if c["name"] == name)
+
+
+def subtree_products(platform, root: str) -> set[str]:
+    parents = {c["id"]: c["parent"] for c in platform.catalog.categories()}
+    scope = expand_subtrees(parents, [root])
+    return {p["id"] for p in platform.catalog.products() if p["parent"] in scope}
+
+
+def drain(client, entity, cursor=None, limit=None) -> tuple[list[dict], str]:
+    items: list[dict] = []
+    for page in client.drain(entity, cursor, limit):
+        items += page.items
+        cursor = page.cursor
+    return items, cursor
+
+
+def error(response: httpx.Response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    return response.status_code, body["error"]["code"]
+
+
+def test_onboarding_is_one_entry_and_a_token_without_restart(platform, hub, api, caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
+    hub.write_registry([hub.entry("msk-001")])
+    platform.run("full_resync")
+    products, _ = drain(api.client("msk-001"), "products")
+    assert {p["id"] for p in products} == {p["id"] for p in platform.catalog.products()}
+    with pytest.raises(OutletApiError) as refused:
+        api.client("spb-002").changes("products")
+    assert refused.value.status == 401
+
+    hub.write_registry([hub.entry("msk-001"), hub.entry("spb-002", silent_after_minutes=5)])
+    products, _ = drain(api.client("spb-002"), "products", limit=1000)
+    assert len(products) == len(platform.catalog.products())
+
+    # Tokens stay in the environment: not in logs, the snapshot, the state file or the registry.
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".sqlite" for p in files) and any(p.suffix == ".duckdb" for p in files)
+    for token in TOKENS.values():
+        assert token not in caplog.text
+        assert all(token.encode() not in p.read_bytes() for p in files)
+
+
+def test_every_error_code_is_json_with_a_specific_code(platform, hub, api, tmp_path):
+    hub.write_registry([hub.entry("msk-001"), hub.entry("spb-002")])
+    url = f"{api.url}/v1/outlets/msk-001/changes"
+    auth = {"Authorization": f"Bearer {TOKENS['msk-001']}"}
+    # Before the first sync there is no snapshot: a deliberate 503 with Retry-After.
+    unavailable = httpx.get(url, params={"entity": "products"}, headers=auth)
+    assert error(unavailable) == (503, "store_unavailable")
+    assert int(unavailable.headers["Retry-After"]) > 0
+
+    platform.run("full_resync")
+    assert error(httpx.get(url, params={"entity": "products"})) == (401, "missing_token")
+    assert error(
+        httpx.get(url, params={"entity": "products"}, headers={"Authorization": "Bearer nope"})
+    ) == (401, "invalid_token")
+    spb = {"Authorization": f"Bearer {TOKENS['spb-002']}"}
+    assert error(httpx.get(url, params={"entity": "products"}, headers=spb)) == (403, "forbidden")
+    ghost = f"{api.url}/v1/outlets/ghost-999/changes"
+    assert error(httpx.get(ghost, params={"entity": "products"}, headers=auth)) == (
+        404,
+        "unknown_outlet",
+    )
+    for params, needle in [
+        ({"entity": "orders"}, "unknown entity 'orders'"),
+        ({}, "entity is required"),
+        ({"entity": "products", "limit": "0"}, "from 1 to 1000"),
+        ({"entity": "products", "limit": "1001"}, "from 1 to 1000"),
+        ({"entity": "products", "limit": "many"}, "integer"),
+        ({"entity": "products", "cursor": "not-ours"}, "not one this API issued"),
+    ]:
+        response = httpx.get(url, params=params, headers=auth)
+        assert error(response)[0] == 400 and needle in response.json()["error"]["message"]
+    codec = CursorCodec(CURSOR_SECRET.encode())
+    for cursor, needle in [
+        (codec.encode("spb-002", "products", 5), "another outlet"),
+        (codec.encode("msk-001", "prices", 5), "'prices' feed"),
+        (CursorCodec(b"other").encode("msk-001", "products", 5), "signature"),
+    ]:
+        response = httpx.get(url, params={"entity": "products", "cursor": cursor}, headers=auth)
+        assert error(response) == (400, "invalid_cursor")
+        assert needle in response.json()["error"]["message"]
+
+    # An invalid entry is unavailable to its owner, with the reason; the others keep working.
+    hub.write_registry(
+        [hub.entry("msk-001"), hub.entry("spb-002", categories=["no-such-category"])]
+    )
+    spb_url = f"{api.url}/v1/outlets/spb-002/changes"
+    broken = httpx.get(spb_url, params={"entity": "products"}, headers=spb)
+    assert error(broken) == (404, "outlet_unavailable")
+    assert "unknown categories ['no-such-category']" in broken.json()["error"]["message"]
+    assert httpx.get(url, params={"entity": "products"}, headers=auth).status_code == 200
+
+    # The current snapshot turning unreadable is a 503 too, never a 500.
+    pointer = tmp_path / "outlet_snapshots" / "CURRENT"
+    (tmp_path / "outlet_snapshots" / "garbage.duckdb").write_bytes(b"not a database" * 100)
+    pointer.write_text("garbage.duckdb")
+    assert error(httpx.get(url, params={"entity": "products"}, headers=auth)) == (
+        503,
+        "store_unavailable",
+    )
+    for response in [unavailable, broken]:
+        assert all(token not in response.text for token in TOKENS.values())
+    assert httpx.get(f"{api.url}/docs").status_code == 200
+    assert "/v1/outlets/{outlet_id}/changes" in httpx.get(f"{api.url}/openapi.json").json()["paths"]
+
+
+def test_no_change_is_an_empty_array_and_a_repeated_call_repeats(platform, hub, api):
+    hub.write_registry([hub.entry("msk-001")])
+    platform.run("full_resync")
+    client = api.client("msk-001")
+    first = client.changes("products", limit=5)
+    again = client.changes("products", limit=5)  # crashed before sending the cursor back
+    assert again.items == first.items and len(first.items) == 5 and first.has_more
+    second = client.changes("products", cursor=first.cursor, limit=5)
+    assert {p["id"] for p in second.items}.isdisjoint({p["id"] for p in first.items})
+    repeat = client.changes("products", limit=5)  # no cursor: continue from the last one sent
+    assert repeat.items == second.items
+
+    rest, cursor = drain(client, "products", second.cursor, limit=1000)
+    assert len(first.items) + len(second.items) + len(rest) == len(platform.catalog.products())
+    empty = client.changes("products", cursor=cursor)
+    assert empty.items == [] and not empty.has_more
+    platform.run("incremental_sync")  # nothing changed in 1C
+    assert client.changes("products", cursor=cursor).items == []
+    assert httpx.get(f"{api.url}/healthz").json()["status"] == "ok"
+
+
+def test_narrow_feeds_move_only_with_their_value_and_removals_are_marked(platform, hub, api):
+    hub.write_registry([hub.entry("msk-001")])
+    platform.run("full_resync")
+    client = api.client("msk-001")
+    cursors = {e: drain(client, e, limit=1000)[1] for e in ("products", "prices", "stock")}
+    renamed, repriced, gone = platform.catalog.products()[:3]
+    platform.catalog.upsert_product({"id": renamed["id"], "name": "Новое имя"})
+    platform.catalog.upsert_product({"id": repriced["id"], "price": 12345})
+    platform.catalog.remove(gone["id"])
+    platform.run("full_resync")
+
+    products, _ = drain(client, "products", cursors["products"])
+    assert {p["id"] for p in products} == {renamed["id"], repriced["id"], gone["id"]}
+    removed = next(p for p in products if p["id"] == gone["id"])
+    assert removed["removed"] is True and removed["name"] == gone["name"]
+    prices, _ = drain(client, "prices", cursors["prices"])
+    assert {"id": repriced["id"], "price": 12345} in prices
+    assert {p["id"] for p in prices} == {repriced["id"], gone["id"]}
+    assert all(set(p) <= {"id", "price", "removed"} for p in prices)
+    stock, _ = drain(client, "stock", cursors["stock"])
+    assert [s["id"] for s in stock] == [gone["id"]]
+
+
+def test_category_filters_and_no_outlet_sees_another_outlets_data(platform, hub, api):
+    platform.run("full_resync")
+    groceries = category_id(platform, "Бакалея")
+    dairy = category_id(platform, "Молочная продукция")
+    hub.write_registry(
+        [
+            hub.entry("msk-001", categories=[groceries]),
+            hub.entry("spb-002", categories=[dairy]),
+            hub.entry("ekb-003"),
+        ]
+    )
+    seen: dict[str, set[str]] = {}
+    for outlet, root in [("msk-001", groceries), ("spb-002", dairy)]:
+        client = api.client(outlet)
+        products, _ = drain(client, "products")
+        prices, _ = drain(client, "prices")
+        categories, _ = drain(client, "categories")
+        expected = subtree_products(platform, root)
+        assert expected and {p["id"] for p in products} == expected
+        assert {p["id"] for p in prices} == expected
+        parents = {c["id"]: c["parent"] for c in platform.catalog.categories()}
+        assert {c["id"] for c in categories} == expand_subtrees(parents, [root])
+        seen[outlet] = expected
+    assert seen["msk-001"].isdisjoint(seen["spb-002"])
+    everything, _ = drain(api.client("ekb-003"), "products", limit=1000)
+    assert len(everything) == len(platform.catalog.products())
+
+    # A token, a cursor or a path of one outlet never opens another outlet's feed.
+    msk_cursor = api.client("msk-001").changes("products").cursor
+    with pytest.raises(OutletApiError) as wrong_path:
+        api.client("spb-002", token=TOKENS["msk-001"]).changes("products")
+    assert wrong_path.value.status == 403
+    with pytest.raises(OutletApiError) as wrong_cursor:
+        api.client("spb-002").changes("products", cursor=msk_cursor)
+    assert wrong_cursor.value.code == "invalid_cursor"
+
+
+def test_reference_client_cli_writes_duckdb_and_json(platform, hub, api, tmp_path, capsys):
+    hub.write_registry([hub.entry("msk-001"), hub.entry("ekb-003")])
+    platform.run("full_resync")
+    out = tmp_path / "msk.duckdb"
+    args = ["--outlet", "msk-001", "--base-url", api.url, "--out", str(out)]
+    assert main(args) == 0
+    with duckdb.connect(str(out), read_only=True) as con:
+        counts = dict(con.execute("SELECT entity, count(*) FROM items GROUP BY 1").fetchall())
+    assert counts["products"] == len(platform.catalog.products())
+    assert counts["categories"] == len(platform.catalog.categories())
+    assert counts["prices"] == counts["stock"] == counts["products"]
+    assert main(args) == 0  # again: nothing new, from the stored cursors
+    assert "received      0" in capsys.readouterr().out
+
+    store = LocalStore.open(str(tmp_path / "ekb.json"))
+    received = sync_outlet(api.client("ekb-003"), store, ("prices",), limit=250)
+    store.save()
+    saved = json.loads((tmp_path / "ekb.json").read_text(encoding="utf-8"))
+    assert received == {"prices": len(platform.catalog.products())}
+    assert len(saved["items"]["prices"]) == received["prices"] and saved["cursors"]["prices"]
+
+    hub.monkeypatch.delenv(token_env("msk-001"))
+    assert main(args) == 2  # no token in the environment: a clear refusal, no request

@@ -1,0 +1,177 @@
+"""Every outlet on the graph: partitions follow outlets.yaml, each outlet's materialization
+comes from the sensor, its `outlet_is_live` check from a run the sensor requests on a verdict
+change, and the notifier hears once per incident and once on recovery. The sensor runs through
+Dagster's own `build_sensor_context`; its result is applied to the instance the way the daemon
+does (`report_runless_asset_event`, dynamic-partition requests, then the run requests, executed
+in process)."""
+
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import dagster as dg
+import pytest
+
+from catalog_assets.assets.outlets import outlet_deliveries, outlet_health_job, outlet_is_live
+from catalog_assets.notifier import Notifier
+from catalog_assets.outlets.monitor import outlet_monitor_sensor
+from catalog_assets.outlets.state import OutletState, utc_now
+from catalog_assets_tests.outlets.conftest import TOKENS
+
+CHECK_KEY = dg.AssetCheckKey(outlet_deliveries.key, "outlet_is_live")
+
+
+@pytest.fixture
+def alerts():
+    received: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(
+                json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"]
+            )
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+
+
+class Monitor:
+    def __init__(self, platform, hub, webhook_url):
+        self.platform = platform
+        self.instance = platform.instance
+        self.resources = {"outlet_hub": hub.resource, "notifier": Notifier(webhook_url=webhook_url)}
+        self.cursor = None
+
+    def tick(self) -> dg.SensorResult:
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources=self.resources
+        )
+        result = outlet_monitor_sensor(context)
+        for request in result.dynamic_partitions_requests or []:
+            if isinstance(request, dg.AddDynamicPartitionsRequest):
+                self.instance.add_dynamic_partitions(
+                    request.partitions_def_name, request.partition_keys
+                )
+            else:
+                for key in request.partition_keys:
+                    self.instance.delete_dynamic_partition(request.partitions_def_name, key)
+        for event in result.asset_events:
+            self.instance.report_runless_asset_event(event)
+        job = self.platform.defs.resolve_job_def(outlet_health_job.name)
+        self.verdicts = {}
+        for request in result.run_requests or []:
+            run = job.execute_in_process(
+                instance=self.instance,
+                partition_key=request.partition_key,
+                resources={"outlet_hub": self.resources["outlet_hub"]},
+            )
+            [evaluation] = run.get_asset_check_evaluations()
+            self.verdicts[evaluation.partition] = evaluation.passed
+        self.cursor = result.cursor
+        return result
+
+    def partitions(self) -> set[str]:
+        return set(self.instance.get_dynamic_partitions("outlets"))
+
+    def latest(self, outlet: str) -> dict:
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=outlet_deliveries.key, asset_partitions=[outlet]),
+            limit=1,
+        ).records
+        metadata = records[0].asset_materialization.metadata
+        return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+    def reported(self, result: dg.SensorResult) -> set[str]:
+        return {e.partition for e in result.asset_events}
+
+
+def test_silent_outlet_fails_alerts_once_and_recovers(platform, hub, api, alerts):
+    webhook, received = alerts
+    hub.write_registry([hub.entry("msk-001"), hub.entry("spb-002", silent_after_minutes=10)])
+    platform.run("full_resync")
+    monitor = Monitor(platform, hub, webhook)
+
+    first = monitor.tick()
+    assert monitor.partitions() == {"msk-001", "spb-002"}
+    assert monitor.reported(first) == {"msk-001", "spb-002"}
+    assert monitor.verdicts == {}  # the partitions are new: their checks run next tick
+    monitor.tick()
+    assert monitor.verdicts == {"msk-001": True, "spb-002": True}  # grace period
+    assert received == []
+
+    api.client("msk-001").changes("products", limit=10)
+    # spb-002 last called half an hour ago (recorded through the state file's own API)
+    OutletState(hub.resource.state_path).begin_request(
+        "spb-002", "products", 0, utc_now() - timedelta(minutes=30)
+    )
+    second = monitor.tick()
+    assert monitor.reported(second) == {"msk-001", "spb-002"}
+    assert monitor.verdicts == {"spb-002": False}  # a run only where the verdict changed
+    msk = monitor.latest("msk-001")
+    assert msk["acked_cursor"] == {} and msk["last_contact_at"] != "never"
+    spb = monitor.latest("spb-002")
+    assert spb["acked_cursor"] == {"products": 0}
+    assert spb["lag_items"] == len(platform.catalog.products()) and spb["silent_minutes"] >= 30
+    assert "silent for 30 min" in spb["problem"]
+    assert len(received) == 1 and "spb-002" in received[0] and "silent" in received[0]
+
+    third = monitor.tick()  # still silent: no second message, no duplicate events, no run
+    assert len(received) == 1 and third.asset_events == [] and monitor.verdicts == {}
+
+    for page in api.client("spb-002").drain("products", None, limit=1000):
+        cursor = page.cursor
+    api.client("spb-002").changes("products", cursor=cursor)  # acknowledges everything
+    monitor.tick()
+    assert monitor.verdicts == {"spb-002": True}
+    assert monitor.latest("spb-002")["lag_items"] == 0
+    assert len(received) == 2 and "spb-002" in received[1] and "recovered" in received[1]
+
+    history = monitor.instance.event_log_storage.get_asset_check_execution_history(CHECK_KEY, 10)
+    assert [r.status.value for r in history if r.partition == "spb-002"] == [
+        "SUCCEEDED",
+        "FAILED",
+        "SUCCEEDED",
+    ]
+    for text in received:
+        assert all(token not in text for token in TOKENS.values())
+
+
+def test_partitions_follow_the_file_and_invalid_entries_show_failing(platform, hub, alerts):
+    webhook, received = alerts
+    platform.run("full_resync")
+    hub.write_registry(
+        [hub.entry("msk-001"), hub.entry("bad-004", categories=["no-such-category"])]
+    )
+    monitor = Monitor(platform, hub, webhook)
+    monitor.tick()
+    assert monitor.partitions() == {"msk-001", "bad-004"}
+    monitor.tick()
+    assert monitor.verdicts == {"msk-001": True, "bad-004": False}
+    assert "unknown categories" in monitor.latest("bad-004")["problem"]
+    assert len(received) == 1 and "bad-004" in received[0]
+
+    hub.write_registry([hub.entry("msk-001")])
+    monitor.tick()
+    assert monitor.partitions() == {"msk-001"}
+    assert len(received) == 2 and "bad-004" in received[1] and "removed" in received[1]
+
+    # Materializing a partition from the UI runs the same assessment, with its check.
+    result = dg.materialize(
+        [outlet_deliveries, outlet_is_live],
+        partition_key="msk-001",
+        instance=platform.instance,
+        resources={"outlet_hub": hub.resource},
+        selection=[outlet_deliveries],
+    )
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.partition == "msk-001"
