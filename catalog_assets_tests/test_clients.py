@@ -166,3 +166,20 @@ def test_tec_delivery_retries_then_reports_without_token():
         assert not outcome.ok and not outcome.rejected and outcome.http_status == 502
         assert TOKEN not in outcome.error and TOKEN not in outcome.body
         assert len(tec.requests) == 3
+
+
+def test_repeated_ids_are_reported_once_per_pass():
+    catalog = catalog_of(250)
+    with OneCEmulator(catalog).start() as onec:
+        # Before the second page is cut, an already-read item moves to the end.
+        onec.on_request(lambda q: q.get("offset") == "100" and catalog.touch("p00000"))
+        report = PassReport()
+        fetched = [
+            r["id"]
+            for p in client(onec).pages(type="product", modified_since=EPOCH, report=report)
+            for r in p.records
+        ]
+        assert fetched.count("p00000") == 1 and report.duplicate_ids == 1
+        assert [a for a in report.anomalies if "ids repeated" in a] == [
+            "ids repeated across pages (product, parent=None)"
+        ]

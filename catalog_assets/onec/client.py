@@ -215,7 +215,9 @@ class OneCCatalogClient(dg.ConfigurableResource):
                                 continue
                             seen.add(record_id)
                         fresh.append(record)
-                    if report.duplicate_ids and not any("duplicate" in a for a in report.anomalies):
+                    if report.duplicate_ids and not any(
+                        "ids repeated" in a for a in report.anomalies
+                    ):
                         report.anomalies.append(
                             f"ids repeated across pages ({type}, parent={parent})"
                         )
