@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,37 +72,43 @@ class OutletState:
             self._local.con = con
         return con
 
-    def begin_request(self, outlet: str, entity: str, sent_seq: int | None, now: datetime) -> int:
-        """Record the contact (and the acknowledgement, when a cursor was sent) and return the
-        sequence to continue after: the sent one, else the last acknowledged, else 0."""
-        stamp = now.isoformat(timespec="seconds")
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; any SQLite failure becomes StateUnavailable (a 503)."""
         con = self._connection()
         try:
             con.execute("BEGIN IMMEDIATE")
             try:
-                con.execute(
-                    """INSERT INTO contacts VALUES (?, ?, 1) ON CONFLICT (outlet) DO UPDATE SET
-                       last_contact_at = excluded.last_contact_at, requests = requests + 1""",
-                    (outlet, stamp),
-                )
-                if sent_seq is None:
-                    row = con.execute(
-                        "SELECT seq FROM acks WHERE outlet = ? AND entity = ?", (outlet, entity)
-                    ).fetchone()
-                    start = row[0] if row else 0
-                else:
-                    con.execute(
-                        """INSERT INTO acks VALUES (?, ?, ?, ?) ON CONFLICT (outlet, entity)
-                           DO UPDATE SET seq = excluded.seq, acked_at = excluded.acked_at""",
-                        (outlet, entity, sent_seq, stamp),
-                    )
-                    start = sent_seq
+                yield con
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StateUnavailable(f"outlet state {self.path}: {exc}") from None
+
+    def begin_request(self, outlet: str, entity: str, sent_seq: int | None, now: datetime) -> int:
+        """Record the contact (and the acknowledgement, when a cursor was sent) and return the
+        sequence to continue after: the sent one, else the last acknowledged, else 0."""
+        stamp = now.isoformat(timespec="seconds")
+        with self._write() as con:
+            con.execute(
+                """INSERT INTO contacts VALUES (?, ?, 1) ON CONFLICT (outlet) DO UPDATE SET
+                   last_contact_at = excluded.last_contact_at, requests = requests + 1""",
+                (outlet, stamp),
+            )
+            if sent_seq is None:
+                row = con.execute(
+                    "SELECT seq FROM acks WHERE outlet = ? AND entity = ?", (outlet, entity)
+                ).fetchone()
+                start = row[0] if row else 0
+            else:
+                con.execute(
+                    """INSERT INTO acks VALUES (?, ?, ?, ?) ON CONFLICT (outlet, entity)
+                       DO UPDATE SET seq = excluded.seq, acked_at = excluded.acked_at""",
+                    (outlet, entity, sent_seq, stamp),
+                )
+                start = sent_seq
         return start
 
     def outlets(self) -> dict[str, OutletRecord]:
@@ -126,21 +134,12 @@ class OutletState:
     def report_problems(self, problems: dict[str, str], now: datetime) -> None:
         """The API's view of invalid registry entries (it is the only process that must hold
         the tokens, so only it can say a token variable is missing), for the monitor."""
-        con = self._connection()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                con.execute("DELETE FROM registry_problems")
-                con.executemany(
-                    "INSERT INTO registry_problems VALUES (?, ?, ?)",
-                    [(k, v, now.isoformat(timespec="seconds")) for k, v in problems.items()],
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StateUnavailable(f"outlet state {self.path}: {exc}") from None
+        with self._write() as con:
+            con.execute("DELETE FROM registry_problems")
+            con.executemany(
+                "INSERT INTO registry_problems VALUES (?, ?, ?)",
+                [(k, v, now.isoformat(timespec="seconds")) for k, v in problems.items()],
+            )
 
     def problems(self) -> dict[str, str]:
         try:
