@@ -9,9 +9,12 @@ would only repeat a request the server has already judged. POST is retried too b
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -49,9 +52,36 @@ def build_session(
     )
     adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=pool_size)
     session = requests.Session()
+    # No proxies, netrc or CA bundle from the environment: traffic goes exactly where the
+    # resource's URL says (a stray HTTP_PROXY must not reroute 1C's or Tec.Delivery's tokens),
+    # and requests' per-request search for ~/.netrc and proxy settings cost more CPU than the
+    # rest of a loopback request.
+    session.trust_env = False
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def decode_json(content: bytes | str) -> Any:
+    """orjson first (2-3x the standard library on a 100-record page); the standard library
+    for what orjson refuses but a sloppy server sends, NaN or Infinity, so that one record is
+    judged (and quarantined) on its own instead of costing its whole page. Raises ValueError
+    for a body that is not JSON."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return json.loads(content)
+
+
+def encode_json(value: Any) -> bytes:
+    """A request body: compact UTF-8 (not \\u-escaped Cyrillic), ~10x the standard library."""
+    return orjson.dumps(value)
+
+
+def body_text(response: requests.Response) -> str:
+    """The body as text for messages. Not `response.text`: without a charset in Content-Type
+    requests runs charset detection over the body on every call."""
+    return response.content.decode(response.encoding or "utf-8", "replace")
 
 
 def safe_url(url: str) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 ROOT_PARENT = "0"
 EPOCH = "1970-01-01T00:00:00"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -63,10 +65,14 @@ class Rejection:
 def parse_timestamp(value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"timestamp must be a string like {EPOCH!r}, got {value!r}")
-    try:
-        return datetime.strptime(value, TIMESTAMP_FORMAT)
-    except ValueError:
-        raise ValueError(f"timestamp {value!r} is not in the form {EPOCH!r}") from None
+    # `fromisoformat` is C and ~10x faster than `strptime`, but accepts more forms (dates,
+    # offsets, fractions): the length and separators pin it to exactly TIMESTAMP_FORMAT.
+    if len(value) == 19 and value[4] + value[7] + value[10] + value[13] + value[16] == "--T::":
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"timestamp {value!r} is not in the form {EPOCH!r}")
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -78,7 +84,34 @@ def shift_timestamp(value: str, seconds: int) -> str:
 
 
 def canonical_json(record: dict[str, Any]) -> str:
+    """Sorted keys, no spaces, UTF-8: the text that is stored and hashed.
+
+    orjson writes it ~10x faster than the standard library, and identically for everything a
+    JSON page can hold, except that it writes NaN and Infinity as null and refuses integers
+    beyond 64 bits; those records (only ever decoded by the standard-library fallback) take
+    the standard library's form, so a record's text is never quietly changed.
+    """
+    try:
+        text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return _stdlib_canonical(record)
+    if "null" in text and _has_non_finite(record):
+        return _stdlib_canonical(record)
+    return text
+
+
+def _stdlib_canonical(record: Any) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def content_hash(record: dict[str, Any]) -> str:
@@ -87,7 +120,11 @@ def content_hash(record: dict[str, Any]) -> str:
     Because `modified_since` is inclusive, items at the cursor come back on every run; the
     hash is what tells a re-delivery from a genuine change.
     """
-    return hashlib.sha1(canonical_json(record).encode()).hexdigest()
+    return hash_canonical(canonical_json(record))
+
+
+def hash_canonical(canonical: str) -> str:
+    return hashlib.sha1(canonical.encode()).hexdigest()
 
 
 def _number(record: dict[str, Any], key: str) -> float | None:
@@ -141,7 +178,7 @@ def validate_record(record: Any, expected_type: str) -> StagedRecord | Rejection
         price=price,
         stock=stock,
         record_json=raw,
-        content_hash=content_hash(record),
+        content_hash=hash_canonical(raw),
     )
 
 

@@ -2,7 +2,9 @@
 
 One table per asset (`onec_categories`, `category_tree`, `onec_products`,
 `tec_delivery_categories`, `tec_delivery_products`) plus the bookkeeping that makes a sync
-resumable: `sync_cursors`, `push_batches`, `quarantine`, `removal_guard`. Pages are staged
+resumable: `sync_cursors`, `push_batches` (every request to Tec.Delivery; a delivered batch's
+item hashes until `apply_delivered` folds them into `tec_delivery_*`), `quarantine`,
+`removal_guard`. Pages are staged
 with one set-based `INSERT … SELECT … ON CONFLICT` from a chunk's columns, never row by row, and
 every change to a record's content takes a number from `catalog_change_seq`, which is what the
 outlet feeds page by.
@@ -63,8 +65,10 @@ CREATE TABLE IF NOT EXISTS push_batches (
     batch_id VARCHAR PRIMARY KEY, run_id VARCHAR, entity VARCHAR NOT NULL,
     started_at TIMESTAMP NOT NULL, duration_ms INTEGER, item_count INTEGER NOT NULL,
     external_ids VARCHAR[], http_status INTEGER, ok BOOLEAN NOT NULL, error VARCHAR,
-    response_body VARCHAR
+    response_body VARCHAR, item_hashes VARCHAR[], applied BOOLEAN NOT NULL DEFAULT true
 );
+ALTER TABLE push_batches ADD COLUMN IF NOT EXISTS item_hashes VARCHAR[];
+ALTER TABLE push_batches ADD COLUMN IF NOT EXISTS applied BOOLEAN DEFAULT true;
 CREATE TABLE IF NOT EXISTS sync_cursors (
     entity VARCHAR PRIMARY KEY, modified_since VARCHAR NOT NULL,
     updated_at TIMESTAMP NOT NULL, run_id VARCHAR

@@ -10,7 +10,6 @@ does not hold back 99 good ones; an item rejected `max_attempts` times is dead-l
 waits for an operator (re-materializing with `repush_all` re-drives it).
 """
 
-import json
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import dagster as dg
 
 from catalog_assets.assets.config import PushConfig
 from catalog_assets.assets.onec import SYNC_POOL, category_tree, onec_products
+from catalog_assets.http import decode_json
 from catalog_assets.mapping import MappingOptions, category_item, product_item
 from catalog_assets.storage import (
     PUSH_TABLE,
@@ -141,7 +141,7 @@ def pending_batches(
         while rows := reader.fetchmany(size):
             batch = []
             for _, item_id, record_json, desired, removed, enabled in rows:
-                record = json.loads(record_json)
+                record = decode_json(record_json)
                 # Send `enable` only with news: false for a removal, true for a comeback.
                 enable = False if removed else (True if enabled is False else None)
                 item = (
@@ -165,88 +165,53 @@ class Sent:
     single_rejection: bool = False
 
 
-def record_outcome(
-    con,
-    entity: str,
-    items: list[Pending],
-    outcome: BatchOutcome,
-    *,
-    run_id: str,
-    started_at,
-    single_rejection: bool,
-    max_attempts: int,
-) -> None:
-    record_outcomes(
-        con,
-        entity,
-        [Sent(items, outcome, started_at, single_rejection)],
-        run_id=run_id,
-        max_attempts=max_attempts,
-    )
-
-
 def record_outcomes(con, entity: str, sent: list[Sent], *, run_id: str, max_attempts: int) -> None:
-    """Requests' log rows and their items' state, in one transaction and a few set-based
-    statements however many requests: a batch's row and its items' state always commit
-    together, and a crash before the commit leaves those items pending (re-sent next run,
-    which `put-products`, an upsert, absorbs)."""
+    """Requests' log rows in one transaction: a crash before the commit leaves their items
+    pending (re-sent next run, which `put-products`, an upsert, absorbs).
+
+    A delivered batch's row carries its items' content hashes and `applied = false`; it is
+    folded into the item table by `apply_delivered`, once per level, not here. Upserting 100
+    rows into the keyed `tec_delivery_*` table per request cost ~5 ms, more than the request
+    itself; one plain row costs a commit. Single-item rejections (rare) update their item's
+    attempts right away, since dead-lettering depends on them.
+    """
     if not sent:
         return
     table = PUSH_TABLE[entity]
     now = utcnow()
     batch_ids = [str(uuid.uuid4()) for _ in sent]
-
-    def state(keep) -> dict[str, tuple[str, list]]:
-        rows = [(s, b, p) for s, b in zip(sent, batch_ids, strict=True) if keep(s) for p in s.items]
-        return {
-            "external_id": ("VARCHAR", [p.id for _, _, p in rows]),
-            "desired": ("VARCHAR", [p.desired for _, _, p in rows]),
-            "enabled": ("BOOLEAN", [not p.removed for _, _, p in rows]),
-            "batch": ("VARCHAR", [b for _, b, _ in rows]),
-            "error": ("VARCHAR", [s.outcome.error for s, _, _ in rows]),
-        }
-
-    delivered = state(lambda s: s.outcome.ok)
-    rejected = state(lambda s: not s.outcome.ok and s.single_rejection)
-    log_rows, log_params = rows_select(
-        {
-            "batch_id": ("VARCHAR", batch_ids),
-            "run_id": ("VARCHAR", [run_id] * len(sent)),
-            "entity": ("VARCHAR", [entity] * len(sent)),
-            "started_at": ("TIMESTAMP", [s.started_at for s in sent]),
-            "duration_ms": ("INTEGER", [s.outcome.duration_ms for s in sent]),
-            "item_count": ("INTEGER", [len(s.items) for s in sent]),
-            "external_ids": ("VARCHAR[]", [[p.id for p in s.items] for s in sent]),
-            "http_status": ("INTEGER", [s.outcome.http_status for s in sent]),
-            "ok": ("BOOLEAN", [s.outcome.ok for s in sent]),
-            "error": ("VARCHAR", [s.outcome.error for s in sent]),
-            "response_body": ("VARCHAR", [s.outcome.body for s in sent]),
-        }
-    )
-    # One statement each, straight from the parameters: no temporary tables, whose DDL costs
-    # more than the rows while a push's reader keeps its snapshot open.
+    rejected = [(s, b) for s, b in zip(sent, batch_ids, strict=True) if s.single_rejection]
     with transaction(con):
-        con.execute(
-            f"""INSERT INTO push_batches (batch_id, run_id, entity, started_at, duration_ms,
-                   item_count, external_ids, http_status, ok, error, response_body)
-               {log_rows}""",
-            log_params,
-        )
-        if delivered["external_id"][1]:
-            rows, params = rows_select(delivered)
+        for s, batch_id in zip(sent, batch_ids, strict=True):
             con.execute(
-                f"""INSERT INTO {table} AS d (external_id, pushed_hash, pushed_at, enabled, attempts,
-                        last_error, last_attempt_at, dead_lettered_at, last_batch_id)
-                    SELECT external_id, desired, $now, enabled, 0, NULL, $now, NULL, batch
-                    FROM ({rows})
-                    ON CONFLICT (external_id) DO UPDATE SET pushed_hash = excluded.pushed_hash,
-                        pushed_at = excluded.pushed_at, enabled = excluded.enabled, attempts = 0,
-                        last_error = NULL, last_attempt_at = excluded.last_attempt_at,
-                        dead_lettered_at = NULL, last_batch_id = excluded.last_batch_id""",
-                {**params, "now": now},
+                """INSERT INTO push_batches (batch_id, run_id, entity, started_at, duration_ms,
+                       item_count, external_ids, item_hashes, applied, http_status, ok, error,
+                       response_body)
+                   VALUES ($batch, $run, $entity, $started, $duration, $count, $ids, $hashes,
+                       NOT $ok, $status, $ok, $error, $body)""",
+                {
+                    "batch": batch_id,
+                    "run": run_id,
+                    "entity": entity,
+                    "started": s.started_at,
+                    "duration": s.outcome.duration_ms,
+                    "count": len(s.items),
+                    "ids": [p.id for p in s.items],
+                    "hashes": [p.desired for p in s.items],
+                    "status": s.outcome.http_status,
+                    "ok": s.outcome.ok,
+                    "error": s.outcome.error,
+                    "body": s.outcome.body,
+                },
             )
-        if rejected["external_id"][1]:
-            rows, params = rows_select(rejected)
+        if rejected:
+            rows, params = rows_select(
+                {
+                    "external_id": ("VARCHAR", [s.items[0].id for s, _ in rejected]),
+                    "batch": ("VARCHAR", [b for _, b in rejected]),
+                    "error": ("VARCHAR", [s.outcome.error for s, _ in rejected]),
+                }
+            )
             con.execute(
                 f"""INSERT INTO {table} AS d (external_id, attempts, last_error, last_attempt_at,
                         dead_lettered_at, last_batch_id)
@@ -259,6 +224,39 @@ def record_outcomes(con, entity: str, sent: list[Sent], *, run_id: str, max_atte
                         last_batch_id = excluded.last_batch_id""",
                 {**params, "now": now, "max": max_attempts},
             )
+
+
+def apply_delivered(con, entity: str) -> int:
+    """Fold delivered batches not yet applied into `tec_delivery_*`, in one transaction.
+
+    Runs before a push (a crashed run's deliveries count, so they are not sent again), after
+    each category level (the next level's eligibility reads its parents' state) and after the
+    push. An item in several unapplied batches takes the latest one's hash. Returns the number
+    of items applied.
+    """
+    table = PUSH_TABLE[entity]
+    with transaction(con):
+        applied = con.execute(
+            f"""INSERT INTO {table} AS d (external_id, pushed_hash, pushed_at, enabled, attempts,
+                    last_error, last_attempt_at, dead_lettered_at, last_batch_id)
+                SELECT external_id, arg_max(desired, started_at), max(started_at),
+                       NOT starts_with(arg_max(desired, started_at), 'removed:'), 0, NULL,
+                       max(started_at), NULL, arg_max(batch_id, started_at)
+                FROM (SELECT unnest(external_ids) AS external_id, unnest(item_hashes) AS desired,
+                             batch_id, started_at
+                      FROM push_batches WHERE entity = $entity AND NOT applied)
+                GROUP BY external_id
+                ON CONFLICT (external_id) DO UPDATE SET pushed_hash = excluded.pushed_hash,
+                    pushed_at = excluded.pushed_at, enabled = excluded.enabled, attempts = 0,
+                    last_error = NULL, last_attempt_at = excluded.last_attempt_at,
+                    dead_lettered_at = NULL, last_batch_id = excluded.last_batch_id""",
+            {"entity": entity},
+        ).fetchone()[0]
+        con.execute(
+            "UPDATE push_batches SET applied = true WHERE entity = $entity AND NOT applied",
+            {"entity": entity},
+        )
+    return applied
 
 
 class Pusher:
@@ -413,19 +411,22 @@ def push_entity(
             log=context.log,
             max_attempts=MAX_ATTEMPTS,
         )
+        apply_delivered(con, entity)
         try:
             for depth in levels:
-                # A level is wholly recorded before the next is read: its children's
-                # eligibility depends on what was delivered.
+                # A level is wholly recorded and applied before the next is read: its
+                # children's eligibility depends on what was delivered.
                 pusher.push(
                     pending_batches(
                         con, entity, repush_all=config.repush_all, depth=depth, options=options
                     )
                 )
+                apply_delivered(con, entity)
         except PushAborted as exc:
             tally.transport_error = str(exc)
         finally:
             pusher.close()
+            apply_delivered(con, entity)
         table = PUSH_TABLE[entity]
         dead = con.execute(
             f"SELECT count(*) FROM {table} WHERE dead_lettered_at IS NOT NULL"

@@ -8,7 +8,6 @@ paging over a moving list can skip an item, and the caller must then not advance
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import deque
@@ -21,7 +20,7 @@ import dagster as dg
 import requests
 from pydantic import PrivateAttr
 
-from catalog_assets.http import UpstreamError, build_session, safe_url, truncate
+from catalog_assets.http import UpstreamError, build_session, decode_json, safe_url, truncate
 from catalog_assets.mapping import ROOT_PARENT
 
 
@@ -340,8 +339,8 @@ def parse_page(response: requests.Response, described: str, offset: int) -> Cata
     in front of 1C is the classic case; so is a `count` smaller than the data it came with."""
     content_type = response.headers.get("Content-Type", "")
     try:
-        body = response.json()
-    except (ValueError, json.JSONDecodeError):
+        body = decode_json(response.content)
+    except ValueError:
         raise OneCResponseError(
             f"1C answered {described} with a body that is not JSON "
             f"(Content-Type {content_type!r}): {truncate(response.text, 200)}",

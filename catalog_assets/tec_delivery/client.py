@@ -8,7 +8,6 @@ transport failure) or record success.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +17,16 @@ import dagster as dg
 import requests
 from pydantic import PrivateAttr
 
-from catalog_assets.http import build_session, redact, safe_url, truncate, url_secrets
+from catalog_assets.http import (
+    body_text,
+    build_session,
+    decode_json,
+    encode_json,
+    redact,
+    safe_url,
+    truncate,
+    url_secrets,
+)
 from catalog_assets.mapping import put_products_request
 
 DEFAULT_URL = "https://api.tec.delivery/common/merchant/1.0/"
@@ -87,7 +95,12 @@ class TecDeliveryClient(dg.ConfigurableResource):
         described = f"POST {safe_url(self.url)} put-products ({len(items)} items)"
         started = time.monotonic()
         try:
-            response = self._http().post(self.url, json=body, timeout=self.timeout_seconds)
+            response = self._http().post(
+                self.url,
+                data=encode_json(body),
+                headers={"Content-Type": "application/json"},
+                timeout=self.timeout_seconds,
+            )
         except requests.RequestException as exc:
             return BatchOutcome(
                 ok=False,
@@ -97,12 +110,12 @@ class TecDeliveryClient(dg.ConfigurableResource):
                 duration_ms=_since(started),
             )
         # The webhook URL carries its own secret and a server may quote our request back.
-        text = redact(response.text, [self.token, *url_secrets(self.webhook_url)])
+        text = redact(body_text(response), [self.token, *url_secrets(self.webhook_url)])
         duration = _since(started)
         status = response.status_code
         try:
-            payload = response.json()
-        except (ValueError, json.JSONDecodeError):
+            payload = decode_json(response.content)
+        except ValueError:
             payload = None
         if 200 <= status < 300:
             if not isinstance(payload, dict | list):
