@@ -14,6 +14,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,7 +182,10 @@ def record_outcomes(con, entity: str, sent: list[Sent], *, run_id: str, max_atte
     now = utcnow()
     batch_ids = [str(uuid.uuid4()) for _ in sent]
     rejected = [(s, b) for s, b in zip(sent, batch_ids, strict=True) if s.single_rejection]
-    with transaction(con):
+    # One request and no rejection (the usual case) is one statement in autocommit: every
+    # call into DuckDB gives up the GIL and waits to get it back from the busy threads.
+    single = len(sent) == 1 and not rejected
+    with nullcontext() if single else transaction(con):
         for s, batch_id in zip(sent, batch_ids, strict=True):
             con.execute(
                 """INSERT INTO push_batches (batch_id, run_id, entity, started_at, duration_ms,

@@ -1,6 +1,6 @@
 """(4) The run process is killed (SIGKILL) in the middle of pushing.
 
-Every HTTP batch is recorded in DuckDB in one transaction together with its items' states, so a
+Every HTTP batch is recorded in DuckDB (one committed `push_batches` row carrying its items' hashes), so a
 kill loses at most the record of the batch in flight. The parent runs the emulators, a child
 process runs `full_resync`; the Tec.Delivery emulator holds the child's third product batch
 until the child is dead, then accepts it (Tec.Delivery finished the work; we never heard). The
