@@ -15,7 +15,6 @@ from datetime import datetime
 
 import dagster as dg
 import duckdb
-import pyarrow as pa
 
 from catalog_assets.assets.onec import SYNC_POOL
 from catalog_assets.assets.tec_delivery import tec_delivery_products
@@ -77,6 +76,10 @@ def tec_delivery_processing(
         now = utcnow()
         with transaction(con):
             if incoming:
+                # Imported here, not at the top: every run process loads this module, and
+                # pyarrow (with numpy) is ~40 MB a sync never needs.
+                import pyarrow as pa
+
                 con.register(
                     "incoming",
                     pa.table(
