@@ -111,6 +111,22 @@ def test_connection_errors_are_retried_then_named():
             client(onec).fetch_page(type="product", modified_since=EPOCH)
 
 
+def test_proxy_settings_in_the_environment_do_not_reroute_requests(monkeypatch):
+    """A stray HTTP_PROXY must not carry 1C's credentials or the Tec.Delivery token elsewhere:
+    the proxy named here does not exist, and the requests still reach the emulators."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "")
+    with (
+        OneCEmulator(catalog_of(1)).start() as onec,
+        TecDeliveryEmulator(token=TOKEN).start() as tec,
+    ):
+        assert client(onec).fetch_page(type="product", modified_since=EPOCH).count == 1
+        tec_client = TecDeliveryClient(url=tec.url, token=TOKEN, max_retries=0)
+        item = {"external_id": "c1", "name": "Бакалея", "is_category": True}
+        assert tec_client.put_products([item]).ok
+
+
 @pytest.mark.parametrize(
     "body, content_type, complaint",
     [

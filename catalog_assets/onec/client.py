@@ -17,10 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-import requests
 from pydantic import PrivateAttr
 
-from catalog_assets.http import UpstreamError, build_session, decode_json, safe_url, truncate
+from catalog_assets.http import (
+    HttpClient,
+    HttpResponse,
+    TransportError,
+    UpstreamError,
+    decode_json,
+    failure_name,
+    safe_url,
+    truncate,
+)
 from catalog_assets.mapping import ROOT_PARENT
 
 
@@ -76,7 +84,7 @@ class OneCCatalogClient(dg.ConfigurableResource):
     slow_page_ms: float = 20.0
     bad_page_retries: int = 2
 
-    _session: requests.Session | None = PrivateAttr(default=None)
+    _session: HttpClient | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _session_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _request_count: int = PrivateAttr(default=0)
@@ -85,21 +93,19 @@ class OneCCatalogClient(dg.ConfigurableResource):
     def request_count(self) -> int:
         return self._request_count
 
-    def _http(self) -> requests.Session:
+    def _http(self) -> HttpClient:
         with self._session_lock:  # pages are fetched from several threads: one pool for all
             if self._session is None:
                 if not 1 <= self.page_size <= 100:
                     raise ValueError(
                         f"page_size must be 1..100 (1C pages hold at most 100), got {self.page_size}"
                     )
-                session = build_session(
+                self._session = HttpClient(
                     max_retries=self.max_retries,
                     backoff_seconds=self.backoff_seconds,
                     pool_size=max(self.walk_concurrency, self.page_concurrency, 2) + 2,
+                    basic_auth=(self.username, self.password or "") if self.username else None,
                 )
-                if self.username:
-                    session.auth = (self.username, self.password or "")
-                self._session = session
             return self._session
 
     def fetch_page(
@@ -125,9 +131,9 @@ class OneCCatalogClient(dg.ConfigurableResource):
             self._request_count += 1
         try:
             response = self._http().get(url, params=params, timeout=self.timeout_seconds)
-        except requests.RequestException as exc:
+        except TransportError as exc:
             raise UpstreamError(
-                f"1C request failed after {self.max_retries} retries: {described}: {type_name(exc)}"
+                f"1C request failed after {self.max_retries} retries: {described}: {failure_name(exc)}"
             ) from None
         if response.status_code != 200:
             raise UpstreamError(
@@ -136,7 +142,7 @@ class OneCCatalogClient(dg.ConfigurableResource):
                 body=truncate(response.text),
             )
         page = parse_page(response, described, offset)
-        page.latency_s = response.elapsed.total_seconds()
+        page.latency_s = response.elapsed_s
         return page
 
     def pages(
@@ -328,13 +334,7 @@ def _drop(in_flight: deque) -> None:
         in_flight.popleft()[1].cancel()
 
 
-def type_name(exc: BaseException) -> str:
-    """Exception class and reason, never the exception text (which may hold a URL with query)."""
-    reason = exc.__context__ or exc
-    return f"{type(exc).__name__} ({type(reason).__name__})"
-
-
-def parse_page(response: requests.Response, described: str, offset: int) -> CatalogPage:
+def parse_page(response: HttpResponse, described: str, offset: int) -> CatalogPage:
     """A catalog page or a specific complaint. An HTML error page served with 200 by a proxy
     in front of 1C is the classic case; so is a `count` smaller than the data it came with."""
     content_type = response.headers.get("Content-Type", "")

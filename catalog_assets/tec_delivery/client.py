@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-import requests
 from pydantic import PrivateAttr
 
 from catalog_assets.http import (
-    body_text,
-    build_session,
+    HttpClient,
+    TransportError,
     decode_json,
     encode_json,
+    failure_name,
     redact,
     safe_url,
     truncate,
@@ -62,7 +62,7 @@ class TecDeliveryClient(dg.ConfigurableResource):
     backoff_seconds: float = 0.5
     push_concurrency: int = 2
 
-    _session: requests.Session | None = PrivateAttr(default=None)
+    _session: HttpClient | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -74,10 +74,10 @@ class TecDeliveryClient(dg.ConfigurableResource):
             return False
         raise ValueError(f"TEC_DELIVERY_TRANSLATE must be true or false, got {self.translate!r}")
 
-    def _http(self) -> requests.Session:
+    def _http(self) -> HttpClient:
         with self._lock:  # batches are sent from several threads: one pool for all of them
             if self._session is None:
-                self._session = build_session(
+                self._session = HttpClient(
                     max_retries=self.max_retries,
                     backoff_seconds=self.backoff_seconds,
                     pool_size=max(self.push_concurrency, 1) + 1,
@@ -97,20 +97,20 @@ class TecDeliveryClient(dg.ConfigurableResource):
         try:
             response = self._http().post(
                 self.url,
-                data=encode_json(body),
-                headers={"Content-Type": "application/json"},
+                body=encode_json(body),
+                content_type="application/json",
                 timeout=self.timeout_seconds,
             )
-        except requests.RequestException as exc:
+        except TransportError as exc:
             return BatchOutcome(
                 ok=False,
                 http_status=None,
                 body="",
-                error=f"{described} failed after {self.max_retries} retries: {type(exc).__name__}",
+                error=f"{described} failed after {self.max_retries} retries: {failure_name(exc)}",
                 duration_ms=_since(started),
             )
         # The webhook URL carries its own secret and a server may quote our request back.
-        text = redact(body_text(response), [self.token, *url_secrets(self.webhook_url)])
+        text = redact(response.text, [self.token, *url_secrets(self.webhook_url)])
         duration = _since(started)
         status = response.status_code
         try:
