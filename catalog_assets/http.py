@@ -121,7 +121,13 @@ def decode_json(content: bytes | str) -> Any:
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
-        return json.loads(content)
+        return json.loads(content, parse_constant=NonFiniteNumber)
+
+
+class NonFiniteNumber(float):
+    """NaN or ±Infinity from a body only the standard library would parse. A float, so
+    validation rejects it as not finite; a subclass, so orjson refuses to write it and
+    `mapping.canonical_json` keeps the standard library's text for that record."""
 
 
 def encode_json(value: Any) -> bytes:

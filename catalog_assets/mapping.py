@@ -86,32 +86,19 @@ def shift_timestamp(value: str, seconds: int) -> str:
 def canonical_json(record: dict[str, Any]) -> str:
     """Sorted keys, no spaces, UTF-8: the text that is stored and hashed.
 
-    orjson writes it ~10x faster than the standard library, and identically for everything a
-    JSON page can hold, except that it writes NaN and Infinity as null and refuses integers
-    beyond 64 bits; those records (only ever decoded by the standard-library fallback) take
-    the standard library's form, so a record's text is never quietly changed.
+    orjson writes it ~10x faster than the standard library, and identically for everything
+    orjson itself decodes. It refuses integers beyond 64 bits and the NaN/Infinity values
+    only the standard-library fallback decodes (`http.NonFiniteNumber`, a float subclass):
+    those records take the standard library's form, so a record's text never changes quietly.
     """
     try:
-        text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
     except TypeError:
         return _stdlib_canonical(record)
-    if "null" in text and _has_non_finite(record):
-        return _stdlib_canonical(record)
-    return text
 
 
 def _stdlib_canonical(record: Any) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
-def _has_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_non_finite(v) for v in value)
-    return False
 
 
 def content_hash(record: dict[str, Any]) -> str:
