@@ -184,9 +184,7 @@ def load_rows(
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}", params)
 
 
-def _load_page(
-    con: duckdb.DuckDBPyConnection, records: list[StagedRecord], with_numbers: bool
-) -> None:
+def _page_rows(records: list[StagedRecord], with_numbers: bool) -> tuple[str, dict[str, list]]:
     # A later copy of the same id within one page wins: DuckDB refuses to upsert a key twice
     # in one statement, and the later copy is the one 1C served last.
     unique = list({r.id: r for r in records}.values())
@@ -201,7 +199,7 @@ def _load_page(
     if with_numbers:
         columns["price"] = ("DOUBLE", [r.price for r in unique])
         columns["stock"] = ("DOUBLE", [r.stock for r in unique])
-    load_rows(con, "page", columns)
+    return rows_select(columns)
 
 
 def stage_page(
@@ -225,12 +223,11 @@ def stage_page(
     products = entity == "products"
     with transaction(con):
         if records:
-            _load_page(con, records, products)
-            counts.changed = con.execute(
-                f"""SELECT count(*) FROM page p LEFT JOIN {table} t USING (id)
-                    WHERE t.id IS NULL OR t.content_hash <> p.content_hash
-                       OR t.removed_at IS NOT NULL"""
-            ).fetchone()[0]
+            rows, params = _page_rows(records, products)
+            # Every number the upsert draws is above `mark`, so a row is new or changed exactly
+            # when it comes back with a `change_seq` above it (one statement, no temporary
+            # table and no second join against the staged table to count).
+            mark = con.execute("SELECT nextval('catalog_change_seq')").fetchone()[0]
             extra_cols = ", price, stock, price_seq, stock_seq" if products else ""
             extra_vals = (
                 ", price, stock, nextval('catalog_change_seq'), nextval('catalog_change_seq')"
@@ -247,28 +244,29 @@ def stage_page(
                 if products
                 else ""
             )
-            con.execute(
+            staged = con.execute(
                 f"""INSERT INTO {table} AS t (id, parent, name, modified_at, record, content_hash,
                         staged_at, seen_at, removed_at, change_seq{extra_cols})
                     SELECT id, parent, name, modified_at, record, content_hash,
                         $now, $now, NULL, nextval('catalog_change_seq'){extra_vals}
-                    FROM page
+                    FROM ({rows})
                     ON CONFLICT (id) DO UPDATE SET
                         parent = excluded.parent, name = excluded.name,
                         modified_at = excluded.modified_at, record = excluded.record,
                         staged_at = CASE WHEN {changed} THEN excluded.staged_at ELSE t.staged_at END,
                         change_seq = CASE WHEN {changed} THEN excluded.change_seq ELSE t.change_seq END,
                         content_hash = excluded.content_hash,
-                        seen_at = excluded.seen_at, removed_at = NULL{extra_updates}""",
-                {"now": seen_at},
-            )
+                        seen_at = excluded.seen_at, removed_at = NULL{extra_updates}
+                    RETURNING id, change_seq > {int(mark)}""",
+                {**params, "now": seen_at},
+            ).fetchall()
+            counts.changed = sum(1 for _, is_new in staged if is_new)
             con.execute(
                 """UPDATE quarantine SET resolved_at = $now
                    WHERE entity = $entity AND resolved_at IS NULL
-                     AND record_id IN (SELECT id FROM page)""",
-                {"now": seen_at, "entity": entity},
+                     AND record_id IN (SELECT unnest($ids::VARCHAR[]))""",
+                {"now": seen_at, "entity": entity, "ids": [row[0] for row in staged]},
             )
-            con.execute("DROP TABLE page")
         for rejection in rejections:
             con.execute(
                 """INSERT INTO quarantine AS q VALUES
