@@ -10,6 +10,7 @@ would only repeat a request the server has already judged. POST is retried too b
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -55,8 +56,10 @@ class HttpClient:
     Not `requests`: a sync makes ~4,000 requests that share one GIL with validation, staging
     and mapping, and requests' session machinery (hooks, cookie jar, netrc and proxy lookups,
     charset sniffing) cost ~0.3 ms of CPU more per request than the urllib3 underneath it,
-    with the same Retry policy. No proxies or netrc from the environment: traffic goes exactly
-    where the resource's URL says, so a stray HTTP_PROXY cannot reroute a token.
+    with the same Retry policy. No proxies or netrc from the environment and no redirects:
+    traffic goes exactly where the resource's URL says, so a stray HTTP_PROXY or a 302 cannot
+    carry a token elsewhere. TLS is verified against the system trust store (SSL_CERT_FILE),
+    not certifi. Responses may come gzip-compressed (Accept-Encoding) and are decoded.
     """
 
     def __init__(
@@ -85,7 +88,7 @@ class HttpClient:
             raise_on_status=False,
         )
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=retry)
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, str] = urllib3.make_headers(accept_encoding=True)
         if basic_auth:
             self._headers.update(urllib3.make_headers(basic_auth=":".join(basic_auth)))
 
@@ -100,7 +103,11 @@ class HttpClient:
         if content_type := kwargs.pop("content_type", None):
             headers["Content-Type"] = content_type
         started = time.perf_counter()
-        response = self._pool.request(method, url, headers=headers, timeout=timeout, **kwargs)
+        # No redirects: a 3xx is answered as itself (a clear error naming the status), never
+        # followed, so a put-products body and its token cannot be re-sent to another host.
+        response = self._pool.request(
+            method, url, headers=headers, timeout=timeout, redirect=False, **kwargs
+        )
         return HttpResponse(
             response.status, response.headers, response.data, time.perf_counter() - started
         )
@@ -115,19 +122,34 @@ def failure_name(exc: BaseException) -> str:
 
 def decode_json(content: bytes | str) -> Any:
     """orjson first (2-3x the standard library on a 100-record page); the standard library
-    for what orjson refuses but a sloppy server sends, NaN or Infinity, so that one record is
-    judged (and quarantined) on its own instead of costing its whole page. Raises ValueError
-    for a body that is not JSON."""
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return json.loads(content, parse_constant=NonFiniteNumber)
+    for what orjson refuses but a sloppy server sends (NaN, Infinity, 1e400), so that one
+    record is judged and quarantined on its own instead of costing its whole page, and for
+    integers beyond 64 bits, which it keeps exact. Raises ValueError for a body that is not
+    JSON."""
+    if isinstance(content, str):
+        content = content.encode()
+    # orjson turns an integer beyond 64 bits into a float, silently; a run of 19+ digits
+    # (rare outside such numbers) sends the body to the exact standard-library parser instead.
+    if not _LONG_DIGITS.search(content):
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(content, parse_constant=NonFiniteNumber, parse_float=_parse_float)
+
+
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)  # 1e400 overflows to inf: as non-finite as a literal Infinity
+    return value if math.isfinite(value) else NonFiniteNumber(value)
 
 
 class NonFiniteNumber(float):
-    """NaN or ±Infinity from a body only the standard library would parse. A float, so
-    validation rejects it as not finite; a subclass, so orjson refuses to write it and
-    `mapping.canonical_json` keeps the standard library's text for that record."""
+    """NaN, ±Infinity or an overflowing literal (1e400) from a body only the standard library
+    would parse. A float subclass: orjson refuses to write it, so `mapping.canonical_json`
+    keeps the standard library's text for that record, and validation rejects the record."""
 
 
 def encode_json(value: Any) -> bytes:

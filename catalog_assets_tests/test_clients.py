@@ -147,6 +147,26 @@ def test_untrustworthy_pages_are_refused_specifically(body, content_type, compla
             client(onec).fetch_page(type="product", modified_since=EPOCH)
 
 
+def test_a_redirect_is_reported_not_followed():
+    """A 3xx is an error naming the status: following it could carry Basic auth or a
+    put-products body with its token to wherever the Location points."""
+    with OneCEmulator(catalog_of(1)).start() as onec:
+        onec.inject(status=302, body={}, headers={"Location": "http://127.0.0.1:9/elsewhere"})
+        before = len(onec.requests)
+        with pytest.raises(UpstreamError, match="HTTP 302"):
+            client(onec).fetch_page(type="product", modified_since=EPOCH)
+        assert len(onec.requests) == before + 1
+
+
+def test_an_item_json_cannot_carry_is_a_rejection_not_a_crash():
+    with TecDeliveryEmulator(token=TOKEN).start() as tec:
+        outcome = TecDeliveryClient(url=tec.url, token=TOKEN).put_products(
+            [{"external_id": "p1", "name": "X", "description": object()}]
+        )
+        assert not outcome.ok and outcome.rejected and "not JSON" in outcome.error
+        assert tec.requests == []
+
+
 def test_tec_delivery_success_rejection_and_fatal():
     with TecDeliveryEmulator(token=TOKEN).start() as tec:
         good = TecDeliveryClient(url=tec.url, token=TOKEN, backoff_seconds=0.01, max_retries=1)

@@ -1,12 +1,16 @@
 """The seed's field mapping, field by field, with no Dagster, HTTP or DuckDB."""
 
+import json
+
 import pytest
 
+from catalog_assets.http import decode_json
 from catalog_assets.mapping import (
     MappingOptions,
     Rejection,
     StagedRecord,
     batches,
+    canonical_json,
     category_item,
     content_hash,
     product_item,
@@ -190,3 +194,37 @@ def test_category_without_modified_at_is_accepted():
 
 def test_shift_timestamp():
     assert shift_timestamp("2026-02-13T23:59:59", 1) == "2026-02-14T00:00:00"
+
+
+def test_page_decoding_keeps_every_number_exact_or_judges_it():
+    """orjson decodes pages, but never at the cost of a value: an integer beyond 64 bits is
+    kept exact, and NaN/Infinity/1e400 anywhere in a record reject that record by name."""
+    head = f'"type": "product", "modified_at": "{SEED_PRODUCT["modified_at"]}"'
+    body = (
+        (
+            '{"count": 4, "data": ['
+            '{"id": "big", "name": "B", HEAD, "sku": 123456789012345678901234567890},'
+            '{"id": "nan", "name": "N", HEAD, "description": NaN},'
+            '{"id": "huge", "name": "H", HEAD, "w": 1e400},'
+            '{"id": "deep", "name": "D", HEAD, "x": {"y": [1, -Infinity]}}'
+            "]}"
+        )
+        .replace("HEAD", head)
+        .encode()
+    )
+    big, nan, huge, deep = [validate_record(r, "product") for r in decode_json(body)["data"]]
+    assert (
+        isinstance(big, StagedRecord) and '"sku":123456789012345678901234567890' in big.record_json
+    )
+    assert [r.reason for r in (nan, huge, deep)] == [
+        "description is NaN or Infinity, not a JSON number",
+        "w is NaN or Infinity, not a JSON number",
+        "x.y[1] is NaN or Infinity, not a JSON number",
+    ]
+    assert '"description":NaN' in nan.raw  # kept whole and verbatim for the quarantine
+
+
+def test_canonical_json_matches_the_standard_library_text():
+    record = dict(SEED_PRODUCT, note='кавычки " и \\ слэш', ratio=0.25, count=10**18, flag=None)
+    expected = json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    assert canonical_json(record) == expected

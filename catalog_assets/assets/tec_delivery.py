@@ -430,7 +430,9 @@ def push_entity(
             tally.transport_error = str(exc)
         finally:
             pusher.close()
-            apply_delivered(con, entity)
+        # Not in `finally`: an unexpected error must surface as itself; what it left unapplied
+        # is applied before the next push (or the next webhook ingestion).
+        apply_delivered(con, entity)
         table = PUSH_TABLE[entity]
         dead = con.execute(
             f"SELECT count(*) FROM {table} WHERE dead_lettered_at IS NOT NULL"

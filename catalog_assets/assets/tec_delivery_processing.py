@@ -17,7 +17,7 @@ import dagster as dg
 import duckdb
 
 from catalog_assets.assets.onec import SYNC_POOL
-from catalog_assets.assets.tec_delivery import tec_delivery_products
+from catalog_assets.assets.tec_delivery import apply_delivered, tec_delivery_products
 from catalog_assets.jobs import SYNC_TAG
 from catalog_assets.storage import (
     PUSH_TABLE,
@@ -71,6 +71,10 @@ def tec_delivery_processing(
 ) -> dg.MaterializeResult:
     with store.connect() as con:
         con.execute(PROCESSING_SCHEMA)
+        # A sync killed between recording a batch and applying it leaves the items pointing at
+        # their previous batch; matching a notification to them needs the batch applied.
+        for entity in PUSH_TABLE:
+            apply_delivered(con, entity)
         after = ingested_seq(con)
         incoming = webhook_spool.read_after(after)
         now = utcnow()

@@ -95,9 +95,20 @@ class TecDeliveryClient(dg.ConfigurableResource):
         described = f"POST {safe_url(self.url)} put-products ({len(items)} items)"
         started = time.monotonic()
         try:
+            encoded = encode_json(body)
+        except TypeError as exc:  # a value JSON cannot carry: judged like a server rejection
+            return BatchOutcome(
+                ok=False,
+                http_status=None,
+                body="",
+                error=f"{described} not sent: an item is not JSON ({exc})",
+                duration_ms=_since(started),
+                rejected=True,
+            )
+        try:
             response = self._http().post(
                 self.url,
-                body=encode_json(body),
+                body=encoded,
                 content_type="application/json",
                 timeout=self.timeout_seconds,
             )
