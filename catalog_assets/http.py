@@ -20,12 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import urllib3
-from urllib3.exceptions import HTTPError as TransportError
+from urllib3.exceptions import HTTPError
 from urllib3.util.retry import Retry
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-__all__ = ["TransportError"]  # what a request raises once retries are spent
+# What a request raises once its retries are spent (connection refused, timeouts, resets).
+TransportError = HTTPError
 
 
 class UpstreamError(RuntimeError):
