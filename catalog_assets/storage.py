@@ -61,8 +61,11 @@ CREATE TABLE IF NOT EXISTS tec_delivery_products (
     enabled BOOLEAN, attempts INTEGER NOT NULL DEFAULT 0, last_error VARCHAR,
     last_attempt_at TIMESTAMP, dead_lettered_at TIMESTAMP, last_batch_id VARCHAR
 );
+-- An append-only log, one row per request, written once per request while pushing: no
+-- primary key, since keeping an index on the random batch_id (uuid4, unique by construction)
+-- cost ~0.8 ms a request on the writer thread, and nothing looks a batch up by it alone.
 CREATE TABLE IF NOT EXISTS push_batches (
-    batch_id VARCHAR PRIMARY KEY, run_id VARCHAR, entity VARCHAR NOT NULL,
+    batch_id VARCHAR NOT NULL, run_id VARCHAR, entity VARCHAR NOT NULL,
     started_at TIMESTAMP NOT NULL, duration_ms INTEGER, item_count INTEGER NOT NULL,
     external_ids VARCHAR[], http_status INTEGER, ok BOOLEAN NOT NULL, error VARCHAR,
     response_body VARCHAR, item_hashes VARCHAR[], applied BOOLEAN NOT NULL DEFAULT true
