@@ -97,13 +97,8 @@ class TecDeliveryClient(dg.ConfigurableResource):
         try:
             encoded = encode_json(body)
         except TypeError as exc:  # a value JSON cannot carry: judged like a server rejection
-            return BatchOutcome(
-                ok=False,
-                http_status=None,
-                body="",
-                error=f"{described} not sent: an item is not JSON ({exc})",
-                duration_ms=_since(started),
-                rejected=True,
+            return _unanswered(
+                f"{described} not sent: an item is not JSON ({exc})", started, rejected=True
             )
         try:
             response = self._http().post(
@@ -113,12 +108,9 @@ class TecDeliveryClient(dg.ConfigurableResource):
                 timeout=self.timeout_seconds,
             )
         except TransportError as exc:
-            return BatchOutcome(
-                ok=False,
-                http_status=None,
-                body="",
-                error=f"{described} failed after {self.max_retries} retries: {failure_name(exc)}",
-                duration_ms=_since(started),
+            return _unanswered(
+                f"{described} failed after {self.max_retries} retries: {failure_name(exc)}",
+                started,
             )
         # The webhook URL carries its own secret and a server may quote our request back.
         text = redact(response.text, [self.token, *url_secrets(self.webhook_url)])
@@ -163,6 +155,18 @@ class TecDeliveryClient(dg.ConfigurableResource):
             rejected=status in (400, 409, 413, 422),
             fatal=status in (401, 403),
         )
+
+
+def _unanswered(error: str, started: float, *, rejected: bool = False) -> BatchOutcome:
+    """An outcome without an HTTP answer: the request was never sent, or its retries ran out."""
+    return BatchOutcome(
+        ok=False,
+        http_status=None,
+        body="",
+        error=error,
+        duration_ms=_since(started),
+        rejected=rejected,
+    )
 
 
 def _since(started: float) -> int:
