@@ -105,11 +105,11 @@ class CatalogStore(dg.ConfigurableResource):
     lock_timeout_seconds: float = 30.0
     # DuckDB's buffer pool otherwise grows to 80% of RAM, caching every block a sync touched;
     # a sync streams, so a bounded cache keeps memory flat whatever the catalog's size. Sorts,
-    # joins and aggregates that need more spill to `<path>.tmp`, and primary-key indexes are
-    # paged too (a 1,000,000-key upsert runs in 32 MB). DuckDB's checkpoints and untracked
-    # allocations come on top (~30 MB), so the process peak is what counts: 32 MB put the
-    # 100,000-product sync under 250 MB at no measurable cost in time (bench/, README).
-    memory_limit: str = "32MB"
+    # aggregates and most joins spill to `<path>.tmp`. Not lower: at 48 MB the 100,000-product
+    # sync peaks under 250 MB, but the hash joins behind the push's pending items and the
+    # sensor's pending count then fail at 150,000-1,000,000 products; at 128 MB they ran on a
+    # 1,000,000-product store (README, Performance).
+    memory_limit: str = "128MB"
 
     @contextmanager
     def connect(
