@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from catalog_assets.assets.tec_delivery import apply_delivered
+from catalog_assets.assets.tec_delivery import apply_delivered, prune_push_journal
 from catalog_assets.storage import CatalogStore
 
 T0 = datetime(2026, 11, 24, 12, 0, 0)
@@ -57,3 +57,22 @@ def test_the_latest_delivery_of_an_item_wins_whatever_the_grouping(tmp_path, gro
         assert pending == (0,)
         # Nothing left: a second call is a no-op.
         assert apply_delivered(con, "products", group=group) == 0
+
+
+def test_pruning_keeps_what_is_recent_unapplied_or_another_entitys(tmp_path):
+    store = CatalogStore(path=str(tmp_path / "catalog.duckdb"))
+    with store.connect() as con:
+        journal(con, "old-applied", -60 * 24 * 30, {"p1": "h1"})
+        journal(con, "old-unapplied", -60 * 24 * 30, {"p2": "h2"})
+        journal(con, "recent", 0, {"p3": "h3"})
+        journal(con, "old-category", -60 * 24 * 30, {"c1": "hc"})
+        con.execute(
+            "UPDATE push_batches SET applied = (batch_id <> 'old-unapplied'),"
+            " entity = CASE WHEN batch_id = 'old-category' THEN 'categories' ELSE entity END"
+        )
+
+        pruned = prune_push_journal(con, "products", started_before=T0 - timedelta(days=14))
+
+        assert pruned == 1
+        left = con.execute("SELECT batch_id FROM push_batches ORDER BY batch_id").fetchall()
+        assert left == [("old-category",), ("old-unapplied",), ("recent",)]

@@ -317,3 +317,29 @@ def test_bad_records_are_quarantined_and_released_when_fixed(platform):
     assert platform.query(
         "SELECT resolved_at IS NOT NULL FROM quarantine WHERE record_key = 'bad-price'"
     )[0][0]
+
+
+def test_a_push_prunes_journal_rows_past_retention_and_keeps_the_rest(platform):
+    platform.run("full_resync")
+    total = platform.query("SELECT count(*) FROM push_batches WHERE entity = 'products'")[0][0]
+    # Two batches age past the 14-day retention. One is left unapplied, as if a run had died
+    # between recording and folding it in: the push folds it in first, then prunes it.
+    platform.query(
+        "UPDATE push_batches SET started_at = started_at - INTERVAL 15 DAY WHERE batch_id IN ("
+        " SELECT batch_id FROM push_batches WHERE entity = 'products' ORDER BY started_at LIMIT 2)"
+    )
+    platform.query(
+        "UPDATE push_batches SET applied = false, item_hashes = ["
+        " 'stale' FOR _ IN item_hashes] WHERE batch_id = ("
+        " SELECT batch_id FROM push_batches WHERE entity = 'products' ORDER BY started_at LIMIT 1)"
+    )
+    before = len(platform.tec.requests)
+    result = platform.run("incremental_sync")
+    assert materializations(result, "tec_delivery_products")["journal_rows_pruned"] == 2
+    left = platform.query("SELECT count(*) FROM push_batches WHERE entity = 'products'")[0][0]
+    assert left == total - 2 + 1  # this run's one re-push batch is recent
+    # Folded in before it was deleted: its items took the 'stale' hash, so they went out again.
+    assert len(platform.tec.requests) > before
+    assert platform.query(
+        "SELECT count(*) FROM tec_delivery_products WHERE pushed_hash = 'stale'"
+    ) == [(0,)]

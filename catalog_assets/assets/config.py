@@ -30,3 +30,10 @@ class PushConfig(dg.Config):
         description="Push every deliverable item (a resync, and the way to re-drive dead "
         "letters); false = only items whose staged content differs from what was pushed.",
     )
+    journal_retention_days: float = Field(
+        default=14,
+        ge=0,
+        description="push_batches rows older than this, once folded into tec_delivery_*, are "
+        "deleted after the push. A webhook notification about a deleted batch no longer "
+        "matches its items, so keep this well above Tec.Delivery's processing delay.",
+    )

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -284,6 +285,20 @@ def apply_delivered(con, entity: str, *, group: int = APPLY_GROUP) -> int:
             )
 
 
+def prune_push_journal(con, entity: str, *, started_before) -> int:
+    """Delete `entity`'s `push_batches` rows started before `started_before` that are applied.
+
+    A full resync of 100,000 products adds ~1,000 rows carrying their items' ids and hashes,
+    and webhook ingestion scans the delivered rows' response bodies for request ids, so an
+    unbounded journal would grow the file and slow ingestion for ever. A row not yet applied
+    is kept whatever its age: it is the only record of a delivery not folded in.
+    """
+    return con.execute(
+        "DELETE FROM push_batches WHERE entity = $entity AND applied AND started_at < $before",
+        {"entity": entity, "before": started_before},
+    ).fetchone()[0]
+
+
 class Pusher:
     """Sends one entity's batches with up to `push_concurrency` requests in flight, settles each
     outcome in order, and records them in groups (`RECORD_EVERY` requests per transaction) on
@@ -454,6 +469,11 @@ def push_entity(
         # Not in `finally`: an unexpected error must surface as itself; what it left unapplied
         # is applied before the next push (or the next webhook ingestion).
         apply_delivered(con, entity)
+        pruned = prune_push_journal(
+            con,
+            entity,
+            started_before=utcnow() - timedelta(days=config.journal_retention_days),
+        )
         table = PUSH_TABLE[entity]
         dead = con.execute(
             f"SELECT count(*) FROM {table} WHERE dead_lettered_at IS NOT NULL"
@@ -468,6 +488,7 @@ def push_entity(
             "dead_lettered_total": dead,
             "held_back": held,
             "mode": "repush_all" if config.repush_all else "pending_only",
+            "journal_rows_pruned": pruned,
             "last_batches": dg.MetadataValue.md(
                 preview(
                     con,
