@@ -72,6 +72,15 @@ CREATE TABLE IF NOT EXISTS push_batches (
 );
 ALTER TABLE push_batches ADD COLUMN IF NOT EXISTS item_hashes VARCHAR[];
 ALTER TABLE push_batches ADD COLUMN IF NOT EXISTS applied BOOLEAN DEFAULT true;
+-- What Tec.Delivery's webhook said about the batch that carried an item's current content
+-- (written by `tec_delivery_processing`). Declared here, not by that asset, because pruning
+-- the push journal keeps the batches whose notification is still awaited.
+ALTER TABLE tec_delivery_categories ADD COLUMN IF NOT EXISTS processed_at TIMESTAMP;
+ALTER TABLE tec_delivery_categories ADD COLUMN IF NOT EXISTS processed_batch_id VARCHAR;
+ALTER TABLE tec_delivery_categories ADD COLUMN IF NOT EXISTS processing_status VARCHAR;
+ALTER TABLE tec_delivery_products ADD COLUMN IF NOT EXISTS processed_at TIMESTAMP;
+ALTER TABLE tec_delivery_products ADD COLUMN IF NOT EXISTS processed_batch_id VARCHAR;
+ALTER TABLE tec_delivery_products ADD COLUMN IF NOT EXISTS processing_status VARCHAR;
 CREATE TABLE IF NOT EXISTS sync_cursors (
     entity VARCHAR PRIMARY KEY, modified_since VARCHAR NOT NULL,
     updated_at TIMESTAMP NOT NULL, run_id VARCHAR

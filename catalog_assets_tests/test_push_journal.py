@@ -34,10 +34,11 @@ def journal(con, batch_id: str, minute: int, items: dict[str, str], *, ok: bool 
 def test_the_latest_delivery_of_an_item_wins_whatever_the_grouping(tmp_path, group):
     store = CatalogStore(path=str(tmp_path / "catalog.duckdb"))
     with store.connect() as con:
-        # Inserted out of time order: grouping follows started_at, not insertion.
-        journal(con, "b3", 3, {"p1": "removed:h1c"})
-        journal(con, "b1", 1, {"p1": "h1a", "p2": "h2a"})
-        journal(con, "b2", 2, {"p1": "h1b", "p3": "h3b"})
+        # Inserted out of time order, with ids that sort against time (real ones are random
+        # uuids): grouping must follow started_at, not insertion or batch_id.
+        journal(con, "a-third", 3, {"p1": "removed:h1c"})
+        journal(con, "z-first", 1, {"p1": "h1a", "p2": "h2a"})
+        journal(con, "m-second", 2, {"p1": "h1b", "p3": "h3b"})
         journal(con, "failed", 4, {"p2": "h2-never-accepted"}, ok=False)
 
         applied = apply_delivered(con, "products", group=group)
@@ -47,9 +48,9 @@ def test_the_latest_delivery_of_an_item_wins_whatever_the_grouping(tmp_path, gro
             " FROM tec_delivery_products ORDER BY external_id"
         ).fetchall()
         assert rows == [
-            ("p1", "removed:h1c", False, "b3", T0 + timedelta(minutes=3)),
-            ("p2", "h2a", True, "b1", T0 + timedelta(minutes=1)),
-            ("p3", "h3b", True, "b2", T0 + timedelta(minutes=2)),
+            ("p1", "removed:h1c", False, "a-third", T0 + timedelta(minutes=3)),
+            ("p2", "h2a", True, "z-first", T0 + timedelta(minutes=1)),
+            ("p3", "h3b", True, "m-second", T0 + timedelta(minutes=2)),
         ]
         # Every item folded in at least once (an item in two groups counts twice).
         assert applied >= 3
@@ -76,3 +77,24 @@ def test_pruning_keeps_what_is_recent_unapplied_or_another_entitys(tmp_path):
         assert pruned == 1
         left = con.execute("SELECT batch_id FROM push_batches ORDER BY batch_id").fetchall()
         assert left == [("old-category",), ("old-unapplied",), ("recent",)]
+
+
+def test_pruning_keeps_a_batch_whose_notification_is_still_awaited(tmp_path):
+    store = CatalogStore(path=str(tmp_path / "catalog.duckdb"))
+    month_ago = -60 * 24 * 30
+    with store.connect() as con:
+        journal(con, "awaited", month_ago, {"p1": "h1"})
+        journal(con, "notified", month_ago, {"p2": "h2"})
+        journal(con, "superseded", month_ago - 60, {"p3": "h3-old"})
+        journal(con, "current", month_ago, {"p3": "h3"})
+        apply_delivered(con, "products")
+        # Tec.Delivery has reported on p2's and p3's current batches, not yet on p1's.
+        con.execute(
+            "UPDATE tec_delivery_products SET processed_batch_id = last_batch_id,"
+            " processing_status = 'done' WHERE external_id IN ('p2', 'p3')"
+        )
+
+        pruned = prune_push_journal(con, "products", started_before=T0 - timedelta(days=14))
+
+        assert pruned == 3
+        assert con.execute("SELECT batch_id FROM push_batches").fetchall() == [("awaited",)]

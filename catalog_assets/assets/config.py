@@ -32,8 +32,8 @@ class PushConfig(dg.Config):
     )
     journal_retention_days: float = Field(
         default=14,
-        ge=0,
-        description="push_batches rows older than this, once folded into tec_delivery_*, are "
-        "deleted after the push. A webhook notification about a deleted batch no longer "
-        "matches its items, so keep this well above Tec.Delivery's processing delay.",
+        gt=0,
+        description="push_batches rows whose request is older than this are deleted after the "
+        "push, once folded into tec_delivery_* and unless an item still awaits Tec.Delivery's "
+        "webhook notification about that batch.",
     )

@@ -240,11 +240,12 @@ def apply_delivered(con, entity: str, *, group: int = APPLY_GROUP) -> int:
     Runs before a push (a crashed run's deliveries count, so they are not sent again), after
     each category level (the next level's eligibility reads its parents' state) and after the
     push. An item in several unapplied batches takes the latest one's hash: within a group by
-    `arg_max`, across groups because later groups are applied later. Grouping bounds the
-    aggregate to `group` × 100 items: one statement over a full push's 100,000 items needed
-    ~60 MB above DuckDB's working set and failed outright under a 40 MB `memory_limit`. Each
-    group commits with its batches' `applied` flags, so a crash between groups leaves the
-    rest to the next call. Returns the number of items applied.
+    `arg_max` over (started_at, batch_id), across groups because later groups (in that same
+    order) are applied later. Grouping bounds the aggregate to `group` × 100 items: one
+    statement over a full push's 100,000 items needed ~60 MB above DuckDB's working set and
+    failed outright under a 40 MB `memory_limit`. Each group commits with its batches'
+    `applied` flags, so a crash between groups leaves the rest to the next call. Returns the
+    number of items applied.
     """
     table = PUSH_TABLE[entity]
     applied = 0
@@ -263,9 +264,11 @@ def apply_delivered(con, entity: str, *, group: int = APPLY_GROUP) -> int:
             applied += con.execute(
                 f"""INSERT INTO {table} AS d (external_id, pushed_hash, pushed_at, enabled,
                         attempts, last_error, last_attempt_at, dead_lettered_at, last_batch_id)
-                    SELECT external_id, arg_max(desired, started_at), max(started_at),
-                           NOT starts_with(arg_max(desired, started_at), 'removed:'), 0, NULL,
-                           max(started_at), NULL, arg_max(batch_id, started_at)
+                    SELECT external_id, arg_max(desired, (started_at, batch_id)),
+                           max(started_at),
+                           NOT starts_with(arg_max(desired, (started_at, batch_id)), 'removed:'),
+                           0, NULL, max(started_at), NULL,
+                           arg_max(batch_id, (started_at, batch_id))
                     FROM (SELECT unnest(external_ids) AS external_id,
                                  unnest(item_hashes) AS desired, batch_id, started_at
                           FROM push_batches
@@ -286,15 +289,25 @@ def apply_delivered(con, entity: str, *, group: int = APPLY_GROUP) -> int:
 
 
 def prune_push_journal(con, entity: str, *, started_before) -> int:
-    """Delete `entity`'s `push_batches` rows started before `started_before` that are applied.
+    """Delete `entity`'s `push_batches` rows started before `started_before`, except those
+    still needed.
 
     A full resync of 100,000 products adds ~1,000 rows carrying their items' ids and hashes,
     and webhook ingestion scans the delivered rows' response bodies for request ids, so an
-    unbounded journal would grow the file and slow ingestion for ever. A row not yet applied
-    is kept whatever its age: it is the only record of a delivery not folded in.
+    unbounded journal would grow the file and slow ingestion for ever. Kept whatever their
+    age: a row not yet applied (the only record of a delivery not folded in), and the batch
+    that carried an item's current content while Tec.Delivery's notification about it is
+    still awaited (ingestion matches the notification through that row's request id). So the
+    journal is bounded by the catalog, not by its history.
     """
+    table = PUSH_TABLE[entity]
     return con.execute(
-        "DELETE FROM push_batches WHERE entity = $entity AND applied AND started_at < $before",
+        f"""DELETE FROM push_batches
+            WHERE entity = $entity AND applied AND started_at < $before
+              AND batch_id NOT IN (
+                  SELECT last_batch_id FROM {table}
+                  WHERE last_batch_id IS NOT NULL
+                    AND processed_batch_id IS DISTINCT FROM last_batch_id)""",
         {"entity": entity, "before": started_before},
     ).fetchone()[0]
 

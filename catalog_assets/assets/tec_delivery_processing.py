@@ -35,14 +35,7 @@ CREATE TABLE IF NOT EXISTS tec_delivery_notifications (
     request_id VARCHAR NOT NULL, status VARCHAR NOT NULL, external_ids VARCHAR[] NOT NULL,
     batch_id VARCHAR, entity VARCHAR, ingested_at TIMESTAMP NOT NULL, run_id VARCHAR
 );
-""" + "".join(
-    f"""
-ALTER TABLE {table} ADD COLUMN IF NOT EXISTS processed_at TIMESTAMP;
-ALTER TABLE {table} ADD COLUMN IF NOT EXISTS processed_batch_id VARCHAR;
-ALTER TABLE {table} ADD COLUMN IF NOT EXISTS processing_status VARCHAR;
 """
-    for table in PUSH_TABLE.values()
-)
 
 # An item is fully processed when Tec.Delivery said "done" about the request that carried
 # its current content.
