@@ -4,10 +4,9 @@ One table per asset (`onec_categories`, `category_tree`, `onec_products`,
 `tec_delivery_categories`, `tec_delivery_products`) plus the bookkeeping that makes a sync
 resumable: `sync_cursors`, `push_batches` (every request to Tec.Delivery; a delivered batch's
 item hashes until `apply_delivered` folds them into `tec_delivery_*`), `quarantine`,
-`removal_guard`. Pages are staged
-with one set-based `INSERT … SELECT … ON CONFLICT` from a chunk's columns, never row by row, and
-every change to a record's content takes a number from `catalog_change_seq`, which is what the
-outlet feeds page by.
+`removal_guard`. Pages are staged with one set-based `INSERT … SELECT … ON CONFLICT` from a
+chunk's columns, never row by row, and every change to a record's content takes a number from
+`catalog_change_seq`, which is what the outlet feeds page by.
 
 DuckDB allows one writing process per file. Opening waits for a lock held by another process
 (bounded by `lock_timeout_seconds`) and then fails with a message that says so.
@@ -72,15 +71,6 @@ CREATE TABLE IF NOT EXISTS push_batches (
 );
 ALTER TABLE push_batches ADD COLUMN IF NOT EXISTS item_hashes VARCHAR[];
 ALTER TABLE push_batches ADD COLUMN IF NOT EXISTS applied BOOLEAN DEFAULT true;
--- What Tec.Delivery's webhook said about the batch that carried an item's current content
--- (written by `tec_delivery_processing`). Declared here, not by that asset, because pruning
--- the push journal keeps the batches whose notification is still awaited.
-ALTER TABLE tec_delivery_categories ADD COLUMN IF NOT EXISTS processed_at TIMESTAMP;
-ALTER TABLE tec_delivery_categories ADD COLUMN IF NOT EXISTS processed_batch_id VARCHAR;
-ALTER TABLE tec_delivery_categories ADD COLUMN IF NOT EXISTS processing_status VARCHAR;
-ALTER TABLE tec_delivery_products ADD COLUMN IF NOT EXISTS processed_at TIMESTAMP;
-ALTER TABLE tec_delivery_products ADD COLUMN IF NOT EXISTS processed_batch_id VARCHAR;
-ALTER TABLE tec_delivery_products ADD COLUMN IF NOT EXISTS processing_status VARCHAR;
 CREATE TABLE IF NOT EXISTS sync_cursors (
     entity VARCHAR PRIMARY KEY, modified_since VARCHAR NOT NULL,
     updated_at TIMESTAMP NOT NULL, run_id VARCHAR
@@ -96,7 +86,16 @@ CREATE TABLE IF NOT EXISTS removal_guard (
     live_total BIGINT NOT NULL, max_share DOUBLE NOT NULL, blocked BOOLEAN NOT NULL,
     decided_at TIMESTAMP NOT NULL
 );
+""" + "".join(
+    # What Tec.Delivery's webhook said about the batch that carried an item's current content
+    # (written by `tec_delivery_processing`). Declared here, not by that asset, because pruning
+    # the push journal keeps the batches whose notification is still awaited.
+    f"""ALTER TABLE {table} ADD COLUMN IF NOT EXISTS processed_at TIMESTAMP;
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS processed_batch_id VARCHAR;
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS processing_status VARCHAR;
 """
+    for table in PUSH_TABLE.values()
+)
 
 
 class StoreBusyError(RuntimeError):
