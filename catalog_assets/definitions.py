@@ -25,7 +25,6 @@ from catalog_assets.assets.tec_delivery_processing import (
     tec_delivery_processing_job,
     tec_delivery_webhook_sensor,
 )
-from catalog_assets.checks import catalog_checks
 from catalog_assets.jobs import full_resync, incremental_sync, nightly_full_resync
 from catalog_assets.notifier import Notifier
 from catalog_assets.onec.client import OneCCatalogClient
@@ -54,7 +53,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             outlet_feed_snapshot,
             outlet_deliveries,
         ],
-        asset_checks=[*catalog_checks, outlet_is_live],
+        asset_checks=[outlet_is_live],
         jobs=[full_resync, incremental_sync, tec_delivery_processing_job, outlet_health_job],
         schedules=[nightly_full_resync],
         sensors=[

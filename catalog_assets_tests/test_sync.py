@@ -42,7 +42,8 @@ def test_full_resync_delivers_the_whole_catalog(platform):
     assert platform.query(
         "SELECT count(*) FROM tec_delivery_products WHERE pushed_hash IS NOT NULL"
     )[0][0] == len(catalog.products())
-    assert all(check.passed for check in result.get_asset_check_evaluations())
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 8 and all(check.passed for check in checks)
 
 
 def test_incremental_pushes_exactly_what_changed(platform):

@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 
 from catalog_assets.assets.config import FetchConfig
+from catalog_assets.checks import check_specs, evaluate_checks
 from catalog_assets.mapping import EPOCH, Rejection, StagedRecord, validate_record
 from catalog_assets.onec.client import CatalogPage, OneCCatalogClient, PassReport
 from catalog_assets.storage import (
@@ -193,6 +194,7 @@ def finish_pass(
     group_name="onec",
     kinds={"duckdb"},
     pool=SYNC_POOL,
+    check_specs=check_specs("onec_categories"),
     description="1C categories staged in DuckDB: the recursive walk from parent=0 (full) or "
     "the categories changed since the cursor (incremental).",
 )
@@ -256,10 +258,11 @@ def onec_categories(
                 )
             ),
         )
+        checks = evaluate_checks(con, "onec_categories")
     context.log.info(
         f"categories: fetched {counts.fetched}, changed {counts.changed}, quarantined {counts.quarantined}"
     )
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
 def _records(pages: Iterable[CatalogPage]) -> Iterator[list[Any]]:
@@ -275,6 +278,7 @@ def _records(pages: Iterable[CatalogPage]) -> Iterator[list[Any]]:
     kinds={"duckdb"},
     pool=SYNC_POOL,
     deps=[onec_categories],
+    check_specs=check_specs("category_tree"),
     description="The validated hierarchy: depth and path per category; orphans, cycles and "
     "categories under a product are flagged and held back from Tec.Delivery.",
 )
@@ -324,6 +328,7 @@ def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.
             con,
             "SELECT id, status, problem, path FROM category_tree WHERE status <> 'ok' ORDER BY id",
         )
+        checks = evaluate_checks(con, "category_tree")
     for status, count in sorted(by_status.items()):
         if status != "ok":
             context.log.warning(f"category_tree: {count} categories flagged {status}; not pushed")
@@ -335,7 +340,8 @@ def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.
             "by_status": dg.MetadataValue.json(by_status),
             "max_depth": max_depth if max_depth is not None else -1,
             "flagged_preview": dg.MetadataValue.md(flagged),
-        }
+        },
+        check_results=checks,
     )
 
 
@@ -343,6 +349,7 @@ def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.
     group_name="onec",
     kinds={"duckdb"},
     pool=SYNC_POOL,
+    check_specs=check_specs("onec_products"),
     description="1C products staged in DuckDB, paged by modified_since from the cursor "
     "(incremental) or from 1970-01-01T00:00:00 (full).",
 )
@@ -383,7 +390,8 @@ def onec_products(
                 )
             ),
         )
+        checks = evaluate_checks(con, "onec_products")
     context.log.info(
         f"products: fetched {counts.fetched}, changed {counts.changed}, quarantined {counts.quarantined}"
     )
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)

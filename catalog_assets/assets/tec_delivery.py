@@ -23,6 +23,7 @@ import dagster as dg
 
 from catalog_assets.assets.config import PushConfig
 from catalog_assets.assets.onec import SYNC_POOL, category_tree, onec_products
+from catalog_assets.checks import check_specs, evaluate_checks
 from catalog_assets.http import decode_json
 from catalog_assets.mapping import MappingOptions, category_item, product_item
 from catalog_assets.storage import (
@@ -511,6 +512,7 @@ def push_entity(
                 )
             ),
         }
+        checks = evaluate_checks(con, PUSH_TABLE[entity])
     if tally.failed_ids:
         metadata["failed_preview"] = dg.MetadataValue.text(", ".join(tally.failed_ids[:20]))
     if tally.transport_error:
@@ -528,7 +530,7 @@ def push_entity(
     context.log.info(
         f"{entity}: pushed {tally.delivered} of {tally.attempted} in {tally.http_requests} requests"
     )
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
 @dg.asset(
@@ -536,6 +538,7 @@ def push_entity(
     kinds={"duckdb"},
     pool=SYNC_POOL,
     deps=[category_tree],
+    check_specs=check_specs("tec_delivery_categories"),
     description="Categories pushed to Tec.Delivery (parents before children) and the outcome of each.",
 )
 def tec_delivery_categories(
@@ -552,6 +555,7 @@ def tec_delivery_categories(
     kinds={"duckdb"},
     pool=SYNC_POOL,
     deps=[onec_products, tec_delivery_categories],
+    check_specs=check_specs("tec_delivery_products"),
     description="Products pushed to Tec.Delivery after all categories, and the outcome of each.",
 )
 def tec_delivery_products(

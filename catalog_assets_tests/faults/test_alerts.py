@@ -122,7 +122,7 @@ def test_one_alert_per_incident_and_one_per_recovery(platform, slack, ledger):
 
 
 def test_every_check_is_watched_including_ones_added_later(platform, slack):
-    """A check that is not in catalog_checks (the outlet team's, or tomorrow's) alerts too."""
+    """A check defined outside `catalog_assets.checks` (the outlet team's, or tomorrow's) alerts too."""
 
     @dg.asset_check(asset="tec_delivery_products", name="added_later")
     def added_later():

@@ -10,7 +10,6 @@ import math
 import dagster as dg
 
 from catalog_assets.assets.tec_delivery import MAX_ATTEMPTS, tec_delivery_products
-from catalog_assets.checks import tec_delivery_products_delivered
 
 from ..conftest import materializations
 from .conftest import delivered, live_valid_ids
@@ -93,7 +92,7 @@ def test_poison_items_are_isolated_capped_dead_lettered_and_redriven(platform, l
     # re-drives the dead letters.
     platform.tec.fail_always_ids.clear()
     redrive = dg.materialize(
-        [tec_delivery_products, tec_delivery_products_delivered],
+        [tec_delivery_products],
         instance=platform.instance,
         resources=platform.resources,
     )
