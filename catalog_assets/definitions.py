@@ -56,6 +56,13 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         asset_checks=[outlet_is_live],
         jobs=[full_resync, incremental_sync, tec_delivery_processing_job, outlet_health_job],
         schedules=[nightly_full_resync],
+        # Every job, and every materialization started from the UI, runs its steps in the run's
+        # own process. Dagster's default starts a process per step (imports, resources, a
+        # DuckDB open: ~2 s each), which bought nothing here: steps that write DuckDB run one at
+        # a time anyway (one writer per file, the `catalog_store` pool). Measured with
+        # `dagster job execute`, 10,000 products: `full_resync` took 16.0 s, now 4.8 s; an
+        # incremental run with nothing to do 13.4 s, now 2.5 s (README, Decisions).
+        executor=dg.in_process_executor,
         sensors=[
             onec_change_sensor,
             catalog_alerts,

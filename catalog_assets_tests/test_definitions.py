@@ -37,3 +37,37 @@ def test_module_exposes_defs():
     from catalog_assets.definitions import defs
 
     assert isinstance(defs, dg.Definitions)
+
+
+def deployed_full_resync() -> dg.JobDefinition:
+    """The job as a deployment loads it: from the environment, by reference."""
+    return build_definitions().resolve_job_def("full_resync")
+
+
+def test_a_deployed_run_keeps_every_step_in_its_own_process(platform, monkeypatch, tmp_path):
+    """Dagster's default executor starts a process per step (~2 s each: imports, resources,
+    a DuckDB open); `dagster job execute`, the daemon and the UI all use the job's executor,
+    which `execute_in_process` ignores. So this runs the job the way a deployment does."""
+    monkeypatch.setenv("ONEC_BASE_URL", platform.onec.url)
+    monkeypatch.setenv("ONEC_USERNAME", "integration")
+    monkeypatch.setenv("TEC_DELIVERY_URL", platform.tec.url)
+    monkeypatch.setenv("CATALOG_DUCKDB_PATH", str(tmp_path / "deployed.duckdb"))
+    monkeypatch.setenv("OUTLET_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
+    monkeypatch.setenv("OUTLET_STATE_PATH", str(tmp_path / "outlet_state.sqlite"))
+    monkeypatch.setenv("WEBHOOK_SPOOL_PATH", str(tmp_path / "webhooks.sqlite"))
+    with dg.execute_job(dg.reconstructable(deployed_full_resync), platform.instance) as result:
+        assert result.success
+        events = platform.instance.all_logs(result.run_id)
+    kinds = {e.dagster_event.event_type_value for e in events if e.dagster_event}
+    assert "STEP_WORKER_STARTING" not in kinds
+    assert {
+        e.dagster_event.step_key for e in events if e.dagster_event and e.dagster_event.step_key
+    } == {
+        "onec_categories",
+        "category_tree",
+        "onec_products",
+        "outlet_feed_snapshot",
+        "tec_delivery_categories",
+        "tec_delivery_products",
+    }
+    assert set(platform.tec.products) == {r["id"] for r in platform.catalog.products()}
