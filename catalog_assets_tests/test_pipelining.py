@@ -32,6 +32,23 @@ def test_a_slow_1c_is_paged_ahead_yet_judged_in_order():
         assert onec.request_count == report.requests == -(-len(ids) // 100)
 
 
+def test_a_1c_known_to_be_slow_is_paged_ahead_from_the_second_page():
+    """What one pass learnt (the walk, typically) spares the next one its two slow pages."""
+    catalog = demo_catalog(seed=3)
+    with OneCEmulator(catalog, latency_ms=30).start() as onec:
+        client = OneCCatalogClient(base_url=onec.url, max_retries=1, backoff_seconds=0.01)
+        first, second = PassReport(), PassReport()
+        for report in (first, second):
+            ids = [
+                record["id"]
+                for page in client.pages(type="product", modified_since=EPOCH, report=report)
+                for record in page.records
+            ]
+            assert ids == page_order(catalog) and report.consistent
+        assert first.pages_ahead == first.pages - 2
+        assert second.pages_ahead == second.pages - 1
+
+
 def test_a_fast_1c_is_paged_strictly_in_sequence():
     catalog = demo_catalog(seed=3)
     with OneCEmulator(catalog).start() as onec:

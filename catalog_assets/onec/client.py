@@ -78,7 +78,9 @@ class OneCCatalogClient(dg.ConfigurableResource):
     backoff_seconds: float = 0.5
     # How hard a sync may press 1C: parents asked at once during the full walk, and pages of one
     # listing in flight once 1C has answered two pages in a row in `slow_page_ms` or more (a
-    # fast 1C is paged strictly in sequence). A 1C server spends a session per request.
+    # fast 1C is paged strictly in sequence). A 1C server spends a session per request. What
+    # was learnt lasts as long as the resource (one run): after the walk has met a slow 1C,
+    # the listings that follow page ahead from their second page.
     walk_concurrency: int = 8
     page_concurrency: int = 4
     slow_page_ms: float = 20.0
@@ -88,6 +90,7 @@ class OneCCatalogClient(dg.ConfigurableResource):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _session_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _request_count: int = PrivateAttr(default=0)
+    _slow_streak: int = PrivateAttr(default=0)  # answers in a row that took `slow_page_ms`+
 
     @property
     def request_count(self) -> int:
@@ -143,7 +146,15 @@ class OneCCatalogClient(dg.ConfigurableResource):
             )
         page = parse_page(response, described, offset)
         page.latency_s = response.elapsed_s
+        with self._lock:
+            slow = page.latency_s * 1000 >= self.slow_page_ms
+            self._slow_streak = self._slow_streak + 1 if slow else 0
         return page
+
+    @property
+    def onec_is_slow(self) -> bool:
+        """1C's last two answers (in this pass or an earlier one) each took `slow_page_ms` or more."""
+        return self._slow_streak >= 2
 
     def pages(
         self,
@@ -156,7 +167,8 @@ class OneCCatalogClient(dg.ConfigurableResource):
     ) -> Iterator[CatalogPage]:
         """Every page of one query, in order. Stops on an empty or short page or at `count`.
 
-        Against a slow 1C (two pages in a row took `slow_page_ms` or more), up to
+        Against a slow 1C (`onec_is_slow`: its last two answers, in this pass or an earlier
+        one of the same run, took `slow_page_ms` or more), up to
         `concurrency` (default `page_concurrency`) further offsets below `count` are asked for
         at once, so the pass costs about pages / concurrency round trips instead of one per
         page. Against a fast 1C that buys nothing, so the requests stay strictly sequential
@@ -174,7 +186,6 @@ class OneCCatalogClient(dg.ConfigurableResource):
         seen: set[str] = set()
         in_flight: deque[tuple[int, Future]] = deque()
         pool: ThreadPoolExecutor | None = None
-        slow_pages = 0  # consecutive pages that took `slow_page_ms` or more
         ahead = 0  # the next offset not yet asked for
 
         def fetch(at: int, known_count: int | None) -> tuple[CatalogPage, int]:
@@ -192,7 +203,6 @@ class OneCCatalogClient(dg.ConfigurableResource):
                 else:
                     page, attempts = fetch(offset, report.last_count)
                     ahead = max(ahead, offset + self.page_size)
-                slow_pages = slow_pages + 1 if page.latency_s * 1000 >= self.slow_page_ms else 0
                 report.requests += attempts
                 if page.problem:
                     # Skip the page, not the pass: the rest of the catalog still syncs, and the
@@ -235,7 +245,7 @@ class OneCCatalogClient(dg.ConfigurableResource):
                         return
                     # Ask for the next pages before handing this one over, so the caller's work
                     # on it overlaps with 1C's.
-                    if pool is None and width > 1 and slow_pages >= 2:
+                    if pool is None and width > 1 and self.onec_is_slow:
                         pool = ThreadPoolExecutor(width, thread_name_prefix="onec-page")
                     if pool is not None:
                         ahead = max(ahead, offset)
