@@ -4,12 +4,16 @@ Each rule is an `AssetCheckSpec` on its asset plus a function that reads DuckDB 
 asset's own connection, right after the materialization it judges; its metadata says how many
 rows break the rule and which, so an operator can act from the UI without opening the database.
 
-Why not a step per check: every rule here judges state that only its own asset's
-materialization changes (quarantine, the removal guard, the tree, push outcomes), so running it
-apart tells nothing new, while a step of its own cost ~40 ms of Dagster and a DuckDB open per
-run: eight of them were ~0.45 s, a fifth of an incremental run with nothing to do. A check
-still passes or fails on its own, with its own severity and its own alert; only the step is
-shared.
+Why not a step per check: every rule judges what its asset's materialization just wrote
+(quarantine, the removal guard, the tree, push outcomes), while a step of its own cost ~40 ms
+of Dagster and a DuckDB open per run: eight of them were ~0.45 s, a fifth of an incremental run
+with nothing to do. A check still passes or fails on its own, with its own severity and its own
+alert; only the step is shared. Two rules also see what other steps change (`no_held_back_items`
+reads the category tables, and webhook ingestion folds deliveries into `no_rejected_items`'s
+table), and they are re-judged only when their asset is next materialized.
+
+A rule that cannot be evaluated (a DuckDB error) fails as a check, never the asset: what the
+asset wrote is committed by then, and its materialization must not be lost to its check.
 """
 
 from collections.abc import Callable
@@ -224,14 +228,27 @@ def check_specs(asset: str) -> list[dg.AssetCheckSpec]:
 def evaluate_checks(con: duckdb.DuckDBPyConnection, asset: str) -> list[dg.AssetCheckResult]:
     """Every rule of `asset`, on the connection that just wrote it. (Dagster runs an asset with
     all of its `check_specs`: a plain `@asset` cannot be materialized without them.)"""
-    return [
-        dg.AssetCheckResult(
-            check_name=rule.name,
-            passed=result.passed,
-            severity=result.severity,
-            description=result.description,
-            metadata=result.metadata,
+    results = []
+    for rule in RULES[asset]:
+        try:
+            result = rule.evaluate(con)
+        except duckdb.Error as exc:
+            results.append(
+                dg.AssetCheckResult(
+                    check_name=rule.name,
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=f"could not be evaluated: {type(exc).__name__}: {exc}"[:500],
+                )
+            )
+            continue
+        results.append(
+            dg.AssetCheckResult(
+                check_name=rule.name,
+                passed=result.passed,
+                severity=result.severity,
+                description=result.description,
+                metadata=result.metadata,
+            )
         )
-        for rule in RULES[asset]
-        for result in [rule.evaluate(con)]
-    ]
+    return results

@@ -44,7 +44,7 @@ def deployed_full_resync() -> dg.JobDefinition:
     return build_definitions().resolve_job_def("full_resync")
 
 
-def test_a_deployed_run_keeps_every_step_in_its_own_process(platform, monkeypatch, tmp_path):
+def test_a_deployed_run_runs_every_step_in_the_run_process(platform, monkeypatch, tmp_path):
     """Dagster's default executor starts a process per step (~2 s each: imports, resources,
     a DuckDB open); `dagster job execute`, the daemon and the UI all use the job's executor,
     which `execute_in_process` ignores. So this runs the job the way a deployment does."""
