@@ -231,24 +231,18 @@ def evaluate_checks(con: duckdb.DuckDBPyConnection, asset: str) -> list[dg.Asset
     results = []
     for rule in RULES[asset]:
         try:
-            result = rule.evaluate(con)
+            found = rule.evaluate(con)
+            fields = {
+                "passed": found.passed,
+                "severity": found.severity,
+                "description": found.description,
+                "metadata": found.metadata,
+            }
         except duckdb.Error as exc:
-            results.append(
-                dg.AssetCheckResult(
-                    check_name=rule.name,
-                    passed=False,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=f"could not be evaluated: {type(exc).__name__}: {exc}"[:500],
-                )
-            )
-            continue
-        results.append(
-            dg.AssetCheckResult(
-                check_name=rule.name,
-                passed=result.passed,
-                severity=result.severity,
-                description=result.description,
-                metadata=result.metadata,
-            )
-        )
+            fields = {
+                "passed": False,
+                "severity": dg.AssetCheckSeverity.ERROR,
+                "description": f"could not be evaluated: {type(exc).__name__}: {exc}"[:500],
+            }
+        results.append(dg.AssetCheckResult(check_name=rule.name, **fields))
     return results

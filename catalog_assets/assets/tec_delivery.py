@@ -23,7 +23,7 @@ import dagster as dg
 
 from catalog_assets.assets.config import PushConfig
 from catalog_assets.assets.onec import SYNC_POOL, category_tree, onec_products
-from catalog_assets.checks import check_specs, evaluate_checks
+from catalog_assets.checks import HELD_BACK_PRODUCTS, check_specs, evaluate_checks
 from catalog_assets.http import decode_json
 from catalog_assets.mapping import MappingOptions, category_item, product_item
 from catalog_assets.storage import (
@@ -87,14 +87,8 @@ WHERE c.removed_at IS NULL AND c.content_hash IS DISTINCT FROM d.pushed_hash
   AND (t.status <> 'ok' OR (c.parent <> '0' AND NOT (dp.pushed_hash IS NOT NULL AND dp.enabled)))
 """
 
-HELD_PRODUCTS = """
-SELECT count(*) FROM onec_products p
-LEFT JOIN tec_delivery_products d ON d.external_id = p.id
-LEFT JOIN tec_delivery_categories dc ON dc.external_id = p.parent
-WHERE p.removed_at IS NULL AND p.parent <> '0'
-  AND p.content_hash IS DISTINCT FROM d.pushed_hash
-  AND NOT (dc.pushed_hash IS NOT NULL AND dc.enabled)
-"""
+# The `no_held_back_items` check's rows (with their reasons), counted: one definition for both.
+HELD_PRODUCTS = f"SELECT count(*) FROM ({HELD_BACK_PRODUCTS})"
 
 
 @dataclass
