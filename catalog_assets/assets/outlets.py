@@ -28,7 +28,8 @@ OUTLET_PARTITIONS = dg.DynamicPartitionsDefinition(name="outlets")
     pool=SYNC_POOL,
     deps=[onec_products, category_tree],
     description="The outlet feeds (categories, products, prices, stock) copied into a new "
-    "read-only DuckDB file and published atomically: the API serves from it while syncs write.",
+    "read-only DuckDB file and published atomically: the API serves from it while syncs write. "
+    "A run that changed little copies the previous snapshot and replaces the changed rows.",
 )
 def outlet_feed_snapshot(
     context: dg.AssetExecutionContext, store: CatalogStore, outlet_hub: OutletHub
@@ -41,8 +42,13 @@ def outlet_feed_snapshot(
             run_id=context.run_id,
             keep_minutes=outlet_hub.snapshot_keep_minutes,
         )
+    how = (
+        f"{published.replaced} changed rows replaced in a copy of the previous snapshot"
+        if published.built == "incremental"
+        else f"full copy: {published.why_full}"
+    )
     context.log.info(
-        f"published {published.path}: max sequence {max(published.max_seq.values())}, "
+        f"published {published.path} ({how}): max sequence {max(published.max_seq.values())}, "
         f"{published.deleted_old} old snapshots removed"
     )
     return dg.MaterializeResult(
@@ -53,6 +59,9 @@ def outlet_feed_snapshot(
             "items_by_feed": dg.MetadataValue.json(published.items),
             "categories": published.categories,
             "old_snapshots_removed": published.deleted_old,
+            "built": published.built,
+            "why_full_copy": published.why_full or "(incremental)",
+            "rows_replaced": published.replaced,
         }
     )
 

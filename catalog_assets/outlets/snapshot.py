@@ -8,12 +8,23 @@ pages are range scans), then publishes it by replacing the `CURRENT` pointer fil
 a new one when the pointer changes; a reader never sees a half-written snapshot because the
 pointer only ever names finished files. Old files are deleted after a grace period (and never
 the current or the previous one), so a reader still holding one is not broken mid-request.
+
+A run that changed little does not copy the catalog again: it copies the current snapshot's
+file and replaces only the rows whose sequence moved since it was built (every change to a
+record's content takes a new number from `catalog_change_seq`, so those rows are exactly
+the changes). The result is the same rows a full copy would hold; `test_snapshot.py` holds the
+two to that. A full copy is made instead when there is no usable previous snapshot (none yet,
+another catalog store, an older state of this one, another feed format) or when the changes
+are large (more than `SLICE_ROWS` in this run, or more than `COMPACT_SHARE` of the rows
+replaced since the last full copy, which also keeps the file compact and in sequence order).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -37,7 +48,7 @@ class SnapshotUnavailable(RuntimeError):
     """No snapshot is published yet, or the current one cannot be read: the API answers 503."""
 
 
-def _feed_select(entity: str) -> str:
+def _feed_select(entity: str, where: str = "") -> str:
     """The SELECT that builds one feed from the attached catalog (its default database, unqualified).
 
     An item is the record in the 1C shape (`record`, as 1C served it) or, for the narrow
@@ -56,10 +67,36 @@ def _feed_select(entity: str) -> str:
                greatest(staged_at, coalesce(removed_at, staged_at)) AS changed_at,
                CASE WHEN removed_at IS NULL THEN {item}
                     ELSE json_merge_patch({item}, '{{"removed": true}}')::VARCHAR END AS item
-        FROM {feed.table}"""
+        FROM {feed.table} {where}"""
 
 
 SLICE_ROWS = 20_000
+# Rows replaced in place since the last full copy, as a share of the snapshot's rows, beyond
+# which the next snapshot is a full copy again (deleted rows stay in the file until then).
+COMPACT_SHARE = 0.1
+
+CATEGORIES_SELECT = """
+    SELECT t.id, t.parent, t.status, c.removed_at IS NOT NULL AS removed
+    FROM category_tree t LEFT JOIN onec_categories c USING (id)"""
+
+
+def snapshot_format() -> str:
+    """What a snapshot's rows are made by; a previous snapshot of another format is not reused."""
+    text = "\n".join([*(_feed_select(e) for e in FEEDS), CATEGORIES_SELECT])
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _changed(entity: str, max_seq: dict[str, int]) -> tuple[str, str, dict[str, int]]:
+    """The rows of a feed whose sequence moved since a snapshot with these maximum sequences:
+    the feed table, a WHERE clause and its parameters. A price or stock row also follows its
+    product's other changes: its scope (the parent category) and `changed_at` move with the
+    product's `change_seq`."""
+    feed = FEEDS[entity]
+    where, params = f"WHERE {feed.seq_column} > $seq", {"seq": max_seq[entity]}
+    if feed.seq_column != "change_seq":
+        where += " OR change_seq > $product_seq"
+        params["product_seq"] = max_seq["products"]
+    return feed.table, where, params
 
 
 def _copy_feed(catalog: duckdb.DuckDBPyConnection, alias: str, entity: str) -> None:
@@ -96,6 +133,106 @@ class PublishedSnapshot:
     items: dict[str, int]
     categories: int
     deleted_old: int
+    built: str  # "full" or "incremental"
+    why_full: str  # why a full copy was made ("" when incremental)
+    replaced: int  # rows replaced in place (incremental)
+
+
+@dataclass(frozen=True)
+class _Base:
+    """The current snapshot, as the base of the next one: its file, what it holds, and how many
+    rows were replaced in place since its last full copy."""
+
+    path: Path
+    max_seq: dict[str, int]
+    rows: int
+    replaced_since_full: int
+
+
+def _store_state(catalog: duckdb.DuckDBPyConnection) -> tuple[str, int]:
+    """This store's identity and the last sequence number it handed out."""
+    store_id = catalog.execute("SELECT store_id FROM store_identity").fetchone()[0]
+    last = catalog.execute(
+        "SELECT last_value FROM duckdb_sequences() WHERE sequence_name = 'catalog_change_seq'"
+    ).fetchone()
+    return store_id, int(last[0] or 0) if last else 0
+
+
+def _current_base(catalog: duckdb.DuckDBPyConnection, directory: Path) -> _Base | str:
+    """The current snapshot if the next one can be built on it, else why not."""
+    try:
+        current = directory / (directory / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return "no previous snapshot"
+    if not current.is_file():
+        return f"previous snapshot {current.name} is missing"
+    if Path(f"{current}.wal").exists():
+        return f"previous snapshot {current.name} has a write-ahead log"
+    try:
+        catalog.execute(f"ATTACH '{current}' AS previous (READ_ONLY)")
+    except duckdb.Error as exc:
+        return f"previous snapshot {current.name} cannot be opened ({type(exc).__name__})"
+    try:
+        meta = dict(catalog.execute("SELECT key, value FROM previous.meta").fetchall())
+        held = {
+            entity: catalog.execute(
+                f"SELECT coalesce(max(seq), 0), count(*) FROM previous.feed_{entity}"
+            ).fetchone()
+            for entity in FEEDS
+        }
+    except duckdb.Error as exc:
+        return f"previous snapshot {current.name} is unreadable ({type(exc).__name__})"
+    finally:
+        catalog.execute("DETACH previous")
+    store_id, last_seq = _store_state(catalog)
+    max_seq = {entity: int(seq) for entity, (seq, _) in held.items()}
+    if meta.get("store_id") != store_id:
+        return "previous snapshot was built from another catalog store"
+    if meta.get("format") != snapshot_format():
+        return "previous snapshot has another feed format"
+    if max(max_seq.values()) > last_seq:
+        return "previous snapshot is ahead of the catalog (a restored store?)"
+    rows = sum(int(count) for _, count in held.values())
+    return _Base(current, max_seq, rows, int(meta.get("replaced_since_full", 0)))
+
+
+def _changes(catalog: duckdb.DuckDBPyConnection, base: _Base) -> dict[str, int] | str:
+    """How many rows of each feed changed since `base`, or why that is too many to replace
+    in place."""
+    counts = {}
+    for entity in FEEDS:
+        table, where, params = _changed(entity, base.max_seq)
+        counts[entity] = catalog.execute(
+            f"SELECT count(*) FROM {table} {where}", params
+        ).fetchone()[0]
+    if max(counts.values()) > SLICE_ROWS:
+        return f"{max(counts.values())} rows of one feed changed (more than {SLICE_ROWS})"
+    since_full = base.replaced_since_full + sum(counts.values())
+    if since_full > COMPACT_SHARE * base.rows:
+        return (
+            f"{since_full} rows replaced since the last full copy "
+            f"(more than {COMPACT_SHARE:.0%} of {base.rows})"
+        )
+    return counts
+
+
+def _replace_changed(
+    catalog: duckdb.DuckDBPyConnection, alias: str, base: _Base, counts: dict[str, int]
+) -> None:
+    """In a copy of `base`, replace every feed's changed rows with their current version."""
+    for entity, count in counts.items():
+        if not count:
+            continue
+        table, where, params = _changed(entity, base.max_seq)
+        catalog.execute(
+            f"DELETE FROM {alias}.feed_{entity} WHERE id IN (SELECT id FROM {table} {where})",
+            params,
+        )
+        catalog.execute(
+            f"INSERT INTO {alias}.feed_{entity} SELECT * FROM ({_feed_select(entity, where)}) "
+            "ORDER BY seq",
+            params,
+        )
 
 
 def publish_snapshot(
@@ -117,32 +254,46 @@ def publish_snapshot(
     building = directory / f"{name}.building"
     final = directory / f"{name}{SUFFIX}"
     alias = "snap"
-    catalog.execute(f"ATTACH '{building}' AS {alias}")
+    base = _current_base(catalog, directory)
+    counts = _changes(catalog, base) if isinstance(base, _Base) else base
+    why_full = counts if isinstance(counts, str) else ""
+    replaced = 0 if why_full else sum(counts.values())
+    since_full = 0 if why_full else base.replaced_since_full + replaced
     try:
-        for entity in FEEDS:
-            _copy_feed(catalog, alias, entity)
-        catalog.execute(
-            f"""CREATE TABLE {alias}.categories AS
-                SELECT t.id, t.parent, t.status, c.removed_at IS NOT NULL AS removed
-                FROM category_tree t LEFT JOIN onec_categories c USING (id)"""
-        )
-        stats = {
-            entity: catalog.execute(
-                f"SELECT coalesce(max(seq), 0), count(*) FROM {alias}.feed_{entity}"
-            ).fetchone()
-            for entity in FEEDS
-        }
-        categories = catalog.execute(f"SELECT count(*) FROM {alias}.categories").fetchone()[0]
-        catalog.execute(
-            f"CREATE TABLE {alias}.meta AS SELECT * FROM (VALUES "
-            "('published_at', $at), ('run_id', $run)) AS m(key, value)",
-            {"at": published_at.isoformat(), "run": run_id or ""},
-        )
+        if not why_full:
+            shutil.copyfile(base.path, building)  # finished snapshots are never written again
+        catalog.execute(f"ATTACH '{building}' AS {alias}")
+        try:
+            if why_full:
+                for entity in FEEDS:
+                    _copy_feed(catalog, alias, entity)
+            else:
+                _replace_changed(catalog, alias, base, counts)
+            catalog.execute(f"CREATE OR REPLACE TABLE {alias}.categories AS {CATEGORIES_SELECT}")
+            stats = {
+                entity: catalog.execute(
+                    f"SELECT coalesce(max(seq), 0), count(*) FROM {alias}.feed_{entity}"
+                ).fetchone()
+                for entity in FEEDS
+            }
+            categories = catalog.execute(f"SELECT count(*) FROM {alias}.categories").fetchone()[0]
+            catalog.execute(
+                f"CREATE OR REPLACE TABLE {alias}.meta AS SELECT * FROM (VALUES "
+                "('published_at', $at), ('run_id', $run), ('store_id', $store), "
+                "('format', $format), ('replaced_since_full', $since)) AS m(key, value)",
+                {
+                    "at": published_at.isoformat(),
+                    "run": run_id or "",
+                    "store": _store_state(catalog)[0],
+                    "format": snapshot_format(),
+                    "since": str(since_full),
+                },
+            )
+        finally:
+            catalog.execute(f"DETACH {alias}")
     except BaseException:
-        catalog.execute(f"DETACH {alias}")
         building.unlink(missing_ok=True)
         raise
-    catalog.execute(f"DETACH {alias}")
     os.replace(building, final)
     pointer_tmp = directory / f".{POINTER}.{uuid.uuid4().hex[:8]}"
     pointer_tmp.write_text(final.name, encoding="utf-8")
@@ -154,6 +305,9 @@ def publish_snapshot(
         {e: int(s[1]) for e, s in stats.items()},
         int(categories),
         deleted,
+        "full" if why_full else "incremental",
+        why_full,
+        replaced,
     )
 
 
