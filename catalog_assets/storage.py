@@ -33,9 +33,12 @@ PUSH_TABLE = {"categories": "tec_delivery_categories", "products": "tec_delivery
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS catalog_change_seq START 1;
--- Which store this is: an outlet snapshot built from another store (or from this path before
--- the file was recreated) is never the base of an incremental one.
-CREATE TABLE IF NOT EXISTS store_identity AS SELECT uuid()::VARCHAR AS store_id;
+-- The outlet snapshot this store published last (one row): the only one the next snapshot may
+-- be built on, since its rows are numbered by this store's own history (outlets/snapshot.py).
+CREATE TABLE IF NOT EXISTS outlet_snapshot_published (
+    last BOOLEAN PRIMARY KEY CHECK (last), snapshot VARCHAR NOT NULL,
+    published_at TIMESTAMP NOT NULL, run_id VARCHAR
+);
 CREATE TABLE IF NOT EXISTS onec_categories (
     id VARCHAR PRIMARY KEY, parent VARCHAR NOT NULL, name VARCHAR NOT NULL,
     modified_at TIMESTAMP, record VARCHAR NOT NULL, content_hash VARCHAR NOT NULL,

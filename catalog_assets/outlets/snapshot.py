@@ -13,10 +13,12 @@ A run that changed little does not copy the catalog again: it copies the current
 file and replaces only the rows whose sequence moved since it was built (every change to a
 record's content takes a new number from `catalog_change_seq`, so those rows are exactly
 the changes). The result is the same rows a full copy would hold; `test_snapshot.py` holds the
-two to that. A full copy is made instead when there is no usable previous snapshot (none yet,
-another catalog store, an older state of this one, another feed format) or when the changes
-are large (more than `SLICE_ROWS` in this run, or more than `COMPACT_SHARE` of the rows
-replaced since the last full copy, which also keeps the file compact and in sequence order).
+two to that. The base must be the snapshot this very catalog store published last (the store
+records its name, `outlet_snapshot_published`): a snapshot from another store, or one published
+after the backup a store was restored from, numbers rows by a history this store does not
+have. A full copy is also made for another feed format, when the changes are large (more than
+`SLICE_ROWS` in a feed, or more than `COMPACT_SHARE` of the rows replaced since the last full
+copy, which also bounds the file's dead rows), and when building on the base fails.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -80,23 +82,30 @@ CATEGORIES_SELECT = """
     FROM category_tree t LEFT JOIN onec_categories c USING (id)"""
 
 
-def snapshot_format() -> str:
-    """What a snapshot's rows are made by; a previous snapshot of another format is not reused."""
-    text = "\n".join([*(_feed_select(e) for e in FEEDS), CATEGORIES_SELECT])
+def snapshot_format(catalog: duckdb.DuckDBPyConnection) -> str:
+    """What a snapshot's rows are made of: the SQL that renders them, the catalog columns it
+    reads and the DuckDB that renders them (JSON and number text). Rows kept from a base of
+    another format would differ from a full copy's, so such a base is not used."""
+    columns = catalog.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_catalog = current_database() AND table_name IN ('onec_categories',"
+        " 'onec_products', 'category_tree') ORDER BY ALL"
+    ).fetchall()
+    text = "\n".join(
+        [duckdb.__version__, *(_feed_select(e) for e in FEEDS), CATEGORIES_SELECT, repr(columns)]
+    )
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _changed(entity: str, max_seq: dict[str, int]) -> tuple[str, str, dict[str, int]]:
-    """The rows of a feed whose sequence moved since a snapshot with these maximum sequences:
-    the feed table, a WHERE clause and its parameters. A price or stock row also follows its
-    product's other changes: its scope (the parent category) and `changed_at` move with the
-    product's `change_seq`."""
-    feed = FEEDS[entity]
-    where, params = f"WHERE {feed.seq_column} > $seq", {"seq": max_seq[entity]}
-    if feed.seq_column != "change_seq":
-        where += " OR change_seq > $product_seq"
+def _moved(entity: str, max_seq: dict[str, int]) -> tuple[str, dict[str, int]]:
+    """The WHERE clause (and its parameters) picking a feed's rows that moved since a snapshot
+    with these maximum sequences. A price or stock row also follows its product's other
+    changes: its scope (the parent category) and `changed_at` come from the product."""
+    condition, params = f"{FEEDS[entity].seq_column} > $seq", {"seq": max_seq[entity]}
+    if FEEDS[entity].seq_column != "change_seq":
+        condition += " OR change_seq > $product_seq"
         params["product_seq"] = max_seq["products"]
-    return feed.table, where, params
+    return f"WHERE ({condition})", params
 
 
 def _copy_feed(catalog: duckdb.DuckDBPyConnection, alias: str, entity: str) -> None:
@@ -135,13 +144,13 @@ class PublishedSnapshot:
     deleted_old: int
     built: str  # "full" or "incremental"
     why_full: str  # why a full copy was made ("" when incremental)
-    replaced: int  # rows replaced in place (incremental)
+    replaced: int  # rows replaced or added in the base's copy (incremental)
 
 
 @dataclass(frozen=True)
 class _Base:
-    """The current snapshot, as the base of the next one: its file, what it holds, and how many
-    rows were replaced in place since its last full copy."""
+    """The snapshot the next one can be built on, and what is needed to judge the changes
+    since: its highest sequence per feed, its size and its rows replaced since a full copy."""
 
     path: Path
     max_seq: dict[str, int]
@@ -149,83 +158,78 @@ class _Base:
     replaced_since_full: int
 
 
-def _store_state(catalog: duckdb.DuckDBPyConnection) -> tuple[str, int]:
-    """This store's identity and the last sequence number it handed out."""
-    store_id = catalog.execute("SELECT store_id FROM store_identity").fetchone()[0]
-    last = catalog.execute(
-        "SELECT last_value FROM duckdb_sequences() WHERE sequence_name = 'catalog_change_seq'"
-    ).fetchone()
-    return store_id, int(last[0] or 0) if last else 0
-
-
-def _current_base(catalog: duckdb.DuckDBPyConnection, directory: Path) -> _Base | str:
-    """The current snapshot if the next one can be built on it, else why not."""
+def _base(catalog: duckdb.DuckDBPyConnection, directory: Path) -> tuple[_Base | None, str]:
+    """The current snapshot as the base of the next one, or None and why not."""
     try:
-        current = directory / (directory / POINTER).read_text(encoding="utf-8").strip()
+        current = (directory / POINTER).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        return "no previous snapshot"
-    if not current.is_file():
-        return f"previous snapshot {current.name} is missing"
-    if Path(f"{current}.wal").exists():
-        return f"previous snapshot {current.name} has a write-ahead log"
+        return None, "no previous snapshot"
+    last = catalog.execute("SELECT snapshot FROM outlet_snapshot_published").fetchone()
+    if last is None or last[0] != current:
+        return None, (
+            f"the current snapshot {current} is not the last one this catalog store published "
+            f"({last[0] if last else 'none'}): another store, or a restored or recreated one"
+        )
+    path = directory / current
     try:
-        catalog.execute(f"ATTACH '{current}' AS previous (READ_ONLY)")
+        catalog.execute(f"ATTACH '{path}' AS previous (READ_ONLY)")
     except duckdb.Error as exc:
-        return f"previous snapshot {current.name} cannot be opened ({type(exc).__name__})"
+        return None, f"the current snapshot {current} cannot be opened ({type(exc).__name__})"
     try:
         meta = dict(catalog.execute("SELECT key, value FROM previous.meta").fetchall())
-        held = {
-            entity: catalog.execute(
+        held = [
+            catalog.execute(
                 f"SELECT coalesce(max(seq), 0), count(*) FROM previous.feed_{entity}"
             ).fetchone()
             for entity in FEEDS
-        }
+        ]
     except duckdb.Error as exc:
-        return f"previous snapshot {current.name} is unreadable ({type(exc).__name__})"
+        return None, f"the current snapshot {current} is unreadable ({type(exc).__name__})"
     finally:
         catalog.execute("DETACH previous")
-    store_id, last_seq = _store_state(catalog)
-    max_seq = {entity: int(seq) for entity, (seq, _) in held.items()}
-    if meta.get("store_id") != store_id:
-        return "previous snapshot was built from another catalog store"
-    if meta.get("format") != snapshot_format():
-        return "previous snapshot has another feed format"
-    if max(max_seq.values()) > last_seq:
-        return "previous snapshot is ahead of the catalog (a restored store?)"
-    rows = sum(int(count) for _, count in held.values())
-    return _Base(current, max_seq, rows, int(meta.get("replaced_since_full", 0)))
+    if meta.get("format") != snapshot_format(catalog):
+        return None, f"the current snapshot {current} has another feed format"
+    return _Base(
+        path,
+        {entity: int(seq) for entity, (seq, _) in zip(FEEDS, held, strict=True)},
+        sum(int(count) for _, count in held),
+        int(meta.get("replaced_since_full", 0)),
+    ), ""
 
 
-def _changes(catalog: duckdb.DuckDBPyConnection, base: _Base) -> dict[str, int] | str:
-    """How many rows of each feed changed since `base`, or why that is too many to replace
-    in place."""
+def _count_changes(catalog: duckdb.DuckDBPyConnection, base: _Base) -> tuple[dict[str, int], str]:
+    """Rows of each feed that moved since `base`, or why that is too many to replace in place:
+    a large replacement would sort like a full copy without its slices, and dead rows would
+    pile up in the file."""
     counts = {}
-    for entity in FEEDS:
-        table, where, params = _changed(entity, base.max_seq)
+    for entity, feed in FEEDS.items():
+        where, params = _moved(entity, base.max_seq)
         counts[entity] = catalog.execute(
-            f"SELECT count(*) FROM {table} {where}", params
+            f"SELECT count(*) FROM {feed.table} {where}", params
         ).fetchone()[0]
     if max(counts.values()) > SLICE_ROWS:
-        return f"{max(counts.values())} rows of one feed changed (more than {SLICE_ROWS})"
+        return {}, f"{max(counts.values())} rows of one feed changed (more than {SLICE_ROWS})"
     since_full = base.replaced_since_full + sum(counts.values())
     if since_full > COMPACT_SHARE * base.rows:
-        return (
+        return {}, (
             f"{since_full} rows replaced since the last full copy "
             f"(more than {COMPACT_SHARE:.0%} of {base.rows})"
         )
-    return counts
+    return counts, ""
 
 
-def _replace_changed(
+def _replace_moved(
     catalog: duckdb.DuckDBPyConnection, alias: str, base: _Base, counts: dict[str, int]
 ) -> None:
-    """In a copy of `base`, replace every feed's changed rows with their current version."""
+    """Delete the moved rows from the copied base and insert their current version (new rows
+    are simply inserted)."""
     for entity, count in counts.items():
         if not count:
             continue
-        table, where, params = _changed(entity, base.max_seq)
+        where, params = _moved(entity, base.max_seq)
         catalog.execute(
-            f"DELETE FROM {alias}.feed_{entity} WHERE id IN (SELECT id FROM {table} {where})",
+            f"DELETE FROM {alias}.feed_{entity} "
+            f"WHERE id IN (SELECT id FROM {FEEDS[entity].table} {where})",
             params,
         )
         catalog.execute(
@@ -233,6 +237,46 @@ def _replace_changed(
             "ORDER BY seq",
             params,
         )
+
+
+def _write(
+    catalog: duckdb.DuckDBPyConnection,
+    building: Path,
+    fill_feeds: Callable[[str], None],
+    meta: dict[str, str],
+) -> tuple[dict[str, tuple[int, int]], int]:
+    """Attach `building`, let `fill_feeds` write the feeds, add the categories and `meta`, and
+    detach (which checkpoints). Returns (max sequence, rows) per feed and the categories."""
+    alias = "snap"
+    catalog.execute(f"ATTACH '{building}' AS {alias}")
+    try:
+        fill_feeds(alias)
+        catalog.execute(f"CREATE OR REPLACE TABLE {alias}.categories AS {CATEGORIES_SELECT}")
+        stats = {
+            entity: catalog.execute(
+                f"SELECT coalesce(max(seq), 0), count(*) FROM {alias}.feed_{entity}"
+            ).fetchone()
+            for entity in FEEDS
+        }
+        categories = catalog.execute(f"SELECT count(*) FROM {alias}.categories").fetchone()[0]
+        catalog.execute(
+            f"CREATE OR REPLACE TABLE {alias}.meta (key VARCHAR, value VARCHAR);"
+            f"INSERT INTO {alias}.meta SELECT unnest($keys), unnest($values)",
+            {"keys": list(meta), "values": list(meta.values())},
+        )
+    except BaseException:
+        with suppress(duckdb.Error):  # the error that got us here is the one to report
+            catalog.execute(f"DETACH {alias}")
+        raise
+    catalog.execute(f"DETACH {alias}")
+    if Path(f"{building}.wal").exists():  # published without it, the file would lack rows
+        raise RuntimeError(f"snapshot {building.name} was not checkpointed when detached")
+    return stats, categories
+
+
+def _discard(building: Path) -> None:
+    building.unlink(missing_ok=True)
+    Path(f"{building}.wal").unlink(missing_ok=True)
 
 
 def publish_snapshot(
@@ -253,51 +297,54 @@ def publish_snapshot(
     name = f"feeds-{published_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     building = directory / f"{name}.building"
     final = directory / f"{name}{SUFFIX}"
-    alias = "snap"
-    base = _current_base(catalog, directory)
-    counts = _changes(catalog, base) if isinstance(base, _Base) else base
-    why_full = counts if isinstance(counts, str) else ""
-    replaced = 0 if why_full else sum(counts.values())
-    since_full = 0 if why_full else base.replaced_since_full + replaced
-    try:
-        if not why_full:
-            shutil.copyfile(base.path, building)  # finished snapshots are never written again
-        catalog.execute(f"ATTACH '{building}' AS {alias}")
+    meta = {
+        "published_at": published_at.isoformat(),
+        "run_id": run_id or "",
+        "format": snapshot_format(catalog),
+    }
+    base, why_full = _base(catalog, directory)
+    counts: dict[str, int] = {}
+    if base is not None:
+        counts, why_full = _count_changes(catalog, base)
+    built = None
+    if base is not None and not why_full:
+        since_full = base.replaced_since_full + sum(counts.values())
         try:
-            if why_full:
-                for entity in FEEDS:
-                    _copy_feed(catalog, alias, entity)
-            else:
-                _replace_changed(catalog, alias, base, counts)
-            catalog.execute(f"CREATE OR REPLACE TABLE {alias}.categories AS {CATEGORIES_SELECT}")
-            stats = {
-                entity: catalog.execute(
-                    f"SELECT coalesce(max(seq), 0), count(*) FROM {alias}.feed_{entity}"
-                ).fetchone()
-                for entity in FEEDS
-            }
-            categories = catalog.execute(f"SELECT count(*) FROM {alias}.categories").fetchone()[0]
-            catalog.execute(
-                f"CREATE OR REPLACE TABLE {alias}.meta AS SELECT * FROM (VALUES "
-                "('published_at', $at), ('run_id', $run), ('store_id', $store), "
-                "('format', $format), ('replaced_since_full', $since)) AS m(key, value)",
-                {
-                    "at": published_at.isoformat(),
-                    "run": run_id or "",
-                    "store": _store_state(catalog)[0],
-                    "format": snapshot_format(),
-                    "since": str(since_full),
-                },
+            shutil.copyfile(base.path, building)  # a published snapshot is never written again
+            built = _write(
+                catalog,
+                building,
+                lambda alias: _replace_moved(catalog, alias, base, counts),
+                {**meta, "replaced_since_full": str(since_full)},
             )
-        finally:
-            catalog.execute(f"DETACH {alias}")
-    except BaseException:
-        building.unlink(missing_ok=True)
-        raise
+        except (duckdb.Error, OSError) as exc:
+            _discard(building)
+            why_full = f"building on {base.path.name} failed ({type(exc).__name__}: {exc})"
+            logger.warning("outlet snapshot: %s; making a full copy", why_full)
+    if built is None:
+        try:
+            built = _write(
+                catalog,
+                building,
+                lambda alias: [_copy_feed(catalog, alias, entity) for entity in FEEDS],
+                {**meta, "replaced_since_full": "0"},
+            )
+        except BaseException:
+            _discard(building)
+            raise
+    stats, categories = built
     os.replace(building, final)
     pointer_tmp = directory / f".{POINTER}.{uuid.uuid4().hex[:8]}"
     pointer_tmp.write_text(final.name, encoding="utf-8")
     os.replace(pointer_tmp, directory / POINTER)
+    # After the swap: a crash in between leaves the store naming an older snapshot, and the
+    # next run makes a full copy rather than trusting a base it cannot vouch for.
+    catalog.execute(
+        """INSERT INTO outlet_snapshot_published VALUES (true, $name, $at, $run)
+           ON CONFLICT (last) DO UPDATE SET snapshot = excluded.snapshot,
+               published_at = excluded.published_at, run_id = excluded.run_id""",
+        {"name": final.name, "at": published_at, "run": run_id},
+    )
     deleted = prune_snapshots(directory, keep_minutes=keep_minutes, now=time.time())
     return PublishedSnapshot(
         str(final),
@@ -307,7 +354,7 @@ def publish_snapshot(
         deleted,
         "full" if why_full else "incremental",
         why_full,
-        replaced,
+        0 if why_full else sum(counts.values()),
     )
 
 
@@ -327,8 +374,8 @@ def prune_snapshots(directory: Path, *, keep_minutes: float, now: float) -> int:
         path.unlink(missing_ok=True)
         Path(f"{path}.wal").unlink(missing_ok=True)
         deleted += 1
-    for stale in directory.glob("*.building"):  # a crashed publish
-        if now - stale.stat().st_mtime > keep_minutes * 60:
+    for stale in [*directory.glob("*.building"), *directory.glob("*.building.wal")]:
+        if now - stale.stat().st_mtime > keep_minutes * 60:  # a crashed publish
             stale.unlink(missing_ok=True)
     return deleted
 

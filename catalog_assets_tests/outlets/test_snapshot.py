@@ -2,7 +2,9 @@
 
 import json
 import os
+import shutil
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 
@@ -87,24 +89,95 @@ def test_a_snapshot_built_on_the_previous_one_holds_what_a_full_copy_would(platf
     assert json.loads(removed_row[0][4])["removed"] is True
 
 
-def test_a_snapshot_is_copied_whole_when_the_previous_one_cannot_be_its_base(platform, monkeypatch):
-    assert platform.run("full_resync").success
-    assert platform.run("incremental_sync").success  # nothing changed: a copy, nothing replaced
-    quiet = materializations(platform.run("incremental_sync"), "outlet_feed_snapshot")
-    assert (quiet["built"], quiet["rows_replaced"]) == ("incremental", 0)
+def published_by(platform, job: str = "incremental_sync") -> dict:
+    result = platform.run(job)
+    assert result.success
+    return materializations(result, "outlet_feed_snapshot")
 
-    # Many changes (more than the share allowed between full copies) make a full copy.
+
+def reprice(platform, count: int, price: float) -> None:
+    for product in platform.catalog.products()[:count]:
+        platform.catalog.upsert_product({"id": product["id"], "price": price})
+
+
+def test_a_quiet_run_copies_the_previous_snapshot_and_replaces_nothing(platform):
+    published_by(platform, "full_resync")
+    first = published_by(platform)
+    quiet = published_by(platform)
+    assert (first["built"], quiet["built"], quiet["rows_replaced"]) == ("incremental",) * 2 + (0,)
+    assert quiet["snapshot"] != first["snapshot"]
+    assert feeds_of(quiet["snapshot"]) == feeds_of(first["snapshot"])
+
+
+def test_large_changes_make_a_full_copy(platform, monkeypatch):
+    published_by(platform, "full_resync")
     with monkeypatch.context() as patched:
-        patched.setattr(snapshot, "COMPACT_SHARE", 0.001)
-        for product in platform.catalog.products()[:5]:
-            platform.catalog.upsert_product({"id": product["id"], "price": 1})
-        busy = materializations(platform.run("incremental_sync"), "outlet_feed_snapshot")
-        assert busy["built"] == "full" and "since the last full copy" in busy["why_full_copy"]
+        patched.setattr(snapshot, "SLICE_ROWS", 3)  # more than this in one feed: a full copy
+        reprice(platform, 5, 1)
+        busy = published_by(platform)
+    assert busy["built"] == "full" and "rows of one feed changed" in busy["why_full_copy"]
+    with monkeypatch.context() as patched:
+        patched.setattr(snapshot, "COMPACT_SHARE", 0.001)  # few rows between full copies
+        reprice(platform, 5, 2)
+        busy = published_by(platform)
+    assert busy["built"] == "full" and "since the last full copy" in busy["why_full_copy"]
 
-    # A new catalog store (the file recreated) must not build on the old store's snapshot,
-    # whose sequence numbers mean nothing to it.
+
+def test_a_restored_store_does_not_build_on_a_snapshot_from_the_future_it_lost(platform, tmp_path):
+    """A backup's rows are numbered by its own history: a snapshot published after the backup
+    holds rows (and numbers) the restored store no longer has."""
+    published_by(platform, "full_resync")
+    backup = tmp_path / "backup.duckdb"
+    shutil.copyfile(platform.store.path, backup)
+    reprice(platform, 10, 999)
+    assert published_by(platform)["built"] == "incremental"
+
+    shutil.copyfile(backup, platform.store.path)
+    reprice(platform, 10, 5)  # the same products again, at another price
+    restored = published_by(platform)
+    assert restored["built"] == "full"
+    assert "not the last one this catalog store published" in restored["why_full_copy"]
+    with platform.store.connect() as con:
+        whole = snapshot.publish_snapshot(
+            con,
+            str(tmp_path / "whole"),
+            published_at=datetime(2026, 11, 24),
+            run_id="t",
+            keep_minutes=60,
+        )
+    assert feeds_of(restored["snapshot"]) == feeds_of(whole.path)
+
+
+def test_a_recreated_store_makes_a_full_copy(platform):
+    published_by(platform, "full_resync")
     for path in (platform.store.path, platform.store.path + ".wal"):
         if os.path.exists(path):
             os.remove(path)
-    fresh = materializations(platform.run("full_resync"), "outlet_feed_snapshot")
-    assert fresh["built"] == "full" and "another catalog store" in fresh["why_full_copy"]
+    fresh = published_by(platform, "full_resync")
+    assert fresh["built"] == "full"
+    assert "not the last one this catalog store published (none)" in fresh["why_full_copy"]
+
+
+def test_a_base_of_another_format_is_not_used(platform, monkeypatch):
+    with monkeypatch.context() as patched:
+        patched.setattr(snapshot, "snapshot_format", lambda catalog: "an older format")
+        published_by(platform, "full_resync")
+    later = published_by(platform)
+    assert later["built"] == "full" and "another feed format" in later["why_full_copy"]
+
+
+def test_an_unreadable_base_or_a_failed_build_on_it_makes_a_full_copy(platform, monkeypatch):
+    first = published_by(platform, "full_resync")
+    Path(first["snapshot"]).write_bytes(b"not a database")
+    unreadable = published_by(platform)
+    assert unreadable["built"] == "full" and "cannot be opened" in unreadable["why_full_copy"]
+
+    def broken(*args, **kwargs):
+        raise duckdb.IOException("disk full")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(snapshot, "_replace_moved", broken)
+        reprice(platform, 2, 3)
+        fallback = published_by(platform)
+    assert fallback["built"] == "full" and "failed (IOException" in fallback["why_full_copy"]
+    assert not list(Path(fallback["snapshot"]).parent.glob("*.building*"))
