@@ -50,7 +50,7 @@ curl -fs "$WEBHOOK_BASE/healthz" >/dev/null || { cat .demo/webhooks.log; exit 1;
 
 echo "== full_resync against the emulators (recorded in $DAGSTER_HOME)"
 "$VENV_BIN/dagster" job execute -m catalog_assets.definitions -j full_resync 2>&1 \
-  | grep -E "RUN_SUCCESS|RUN_FAILURE|pushed|fetched|STEP_FAILURE" || true
+  | grep -E "RUN_SUCCESS|RUN_FAILURE|pushed|fetched|published|STEP_FAILURE" || true
 
 "$VENV_BIN/python" -m catalog_assets.outlet_api --host 127.0.0.1 --port "${OUTLET_API_PORT:-8090}" \
   > .demo/outlet_api.log 2>&1 &
