@@ -41,6 +41,7 @@ def outlet_feed_snapshot(
             published_at=utc_now(),
             run_id=context.run_id,
             keep_minutes=outlet_hub.snapshot_keep_minutes,
+            log=context.log,
         )
     how = (
         f"{published.replaced} changed rows replaced in a copy of the previous snapshot"

@@ -3,7 +3,7 @@
 DuckDB allows one writing process per file, and a Dagster run holds the catalog file for its
 whole duration. So each sync's `outlet_feed_snapshot` copies the feed columns into a *new*
 DuckDB file (ATTACH + CREATE TABLE AS, set-based, each table sorted by sequence so keyset
-pages are range scans), then publishes it by replacing the `CURRENT` pointer file with
+pages are mostly range scans), then publishes it by replacing the `CURRENT` pointer file with
 `os.replace` (atomic on POSIX). The API opens the file `CURRENT` names read-only, and swaps to
 a new one when the pointer changes; a reader never sees a half-written snapshot because the
 pointer only ever names finished files. Old files are deleted after a grace period (and never
@@ -17,8 +17,9 @@ two to that. The base must be the snapshot this very catalog store published las
 records its name, `outlet_snapshot_published`): a snapshot from another store, or one published
 after the backup a store was restored from, numbers rows by a history this store does not
 have. A full copy is also made for another feed format, when the changes are large (more than
-`SLICE_ROWS` in a feed, or more than `COMPACT_SHARE` of the rows replaced since the last full
-copy, which also bounds the file's dead rows), and when building on the base fails.
+`MAX_REPLACED_ROWS` in a feed, or more than `COMPACT_SHARE` of the rows replaced since the last
+full copy, which bounds the file's dead rows and the rows appended out of sequence order: a
+price row whose product moved keeps its number), and when building on the base fails.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -73,6 +75,11 @@ def _feed_select(entity: str, where: str = "") -> str:
 
 
 SLICE_ROWS = 20_000
+# More changed rows than this in one feed are copied whole rather than replaced: the replacement
+# is sorted in one piece, so this keeps it within one slice's memory.
+MAX_REPLACED_ROWS = SLICE_ROWS
+# Attachment names no catalog file can take (DuckDB names the catalog after its file's stem).
+BASE_ALIAS, BUILD_ALIAS = "__outlet_snapshot_base", "__outlet_snapshot_building"
 # Rows replaced in place since the last full copy, as a share of the snapshot's rows, beyond
 # which the next snapshot is a full copy again (deleted rows stay in the file until then).
 COMPACT_SHARE = 0.1
@@ -158,7 +165,7 @@ class _Base:
     replaced_since_full: int
 
 
-def _base(catalog: duckdb.DuckDBPyConnection, directory: Path) -> tuple[_Base | None, str]:
+def _usable_base(catalog: duckdb.DuckDBPyConnection, directory: Path) -> tuple[_Base | None, str]:
     """The current snapshot as the base of the next one, or None and why not."""
     try:
         current = (directory / POINTER).read_text(encoding="utf-8").strip()
@@ -168,25 +175,26 @@ def _base(catalog: duckdb.DuckDBPyConnection, directory: Path) -> tuple[_Base | 
     if last is None or last[0] != current:
         return None, (
             f"the current snapshot {current} is not the last one this catalog store published "
-            f"({last[0] if last else 'none'}): another store, or a restored or recreated one"
+            f"({last[0] if last else 'none'}): another store, a restored or recreated one, or "
+            "a snapshot published elsewhere since"
         )
     path = directory / current
     try:
-        catalog.execute(f"ATTACH '{path}' AS previous (READ_ONLY)")
+        catalog.execute(f"ATTACH '{path}' AS {BASE_ALIAS} (READ_ONLY)")
     except duckdb.Error as exc:
-        return None, f"the current snapshot {current} cannot be opened ({type(exc).__name__})"
+        return None, f"the current snapshot {current} cannot be opened ({_one_line(exc)})"
     try:
-        meta = dict(catalog.execute("SELECT key, value FROM previous.meta").fetchall())
+        meta = dict(catalog.execute(f"SELECT key, value FROM {BASE_ALIAS}.meta").fetchall())
         held = [
             catalog.execute(
-                f"SELECT coalesce(max(seq), 0), count(*) FROM previous.feed_{entity}"
+                f"SELECT coalesce(max(seq), 0), count(*) FROM {BASE_ALIAS}.feed_{entity}"
             ).fetchone()
             for entity in FEEDS
         ]
     except duckdb.Error as exc:
-        return None, f"the current snapshot {current} is unreadable ({type(exc).__name__})"
+        return None, f"the current snapshot {current} is unreadable ({_one_line(exc)})"
     finally:
-        catalog.execute("DETACH previous")
+        catalog.execute(f"DETACH {BASE_ALIAS}")
     if meta.get("format") != snapshot_format(catalog):
         return None, f"the current snapshot {current} has another feed format"
     return _Base(
@@ -195,6 +203,10 @@ def _base(catalog: duckdb.DuckDBPyConnection, directory: Path) -> tuple[_Base | 
         sum(int(count) for _, count in held),
         int(meta.get("replaced_since_full", 0)),
     ), ""
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def _count_changes(catalog: duckdb.DuckDBPyConnection, base: _Base) -> tuple[dict[str, int], str]:
@@ -207,8 +219,9 @@ def _count_changes(catalog: duckdb.DuckDBPyConnection, base: _Base) -> tuple[dic
         counts[entity] = catalog.execute(
             f"SELECT count(*) FROM {feed.table} {where}", params
         ).fetchone()[0]
-    if max(counts.values()) > SLICE_ROWS:
-        return {}, f"{max(counts.values())} rows of one feed changed (more than {SLICE_ROWS})"
+    if max(counts.values()) > MAX_REPLACED_ROWS:
+        most = max(counts.values())
+        return {}, f"{most} rows of one feed changed (more than {MAX_REPLACED_ROWS})"
     since_full = base.replaced_since_full + sum(counts.values())
     if since_full > COMPACT_SHARE * base.rows:
         return {}, (
@@ -247,7 +260,7 @@ def _write(
 ) -> tuple[dict[str, tuple[int, int]], int]:
     """Attach `building`, let `fill_feeds` write the feeds, add the categories and `meta`, and
     detach (which checkpoints). Returns (max sequence, rows) per feed and the categories."""
-    alias = "snap"
+    alias = BUILD_ALIAS
     catalog.execute(f"ATTACH '{building}' AS {alias}")
     try:
         fill_feeds(alias)
@@ -286,11 +299,13 @@ def publish_snapshot(
     published_at: datetime,
     run_id: str | None,
     keep_minutes: float,
+    log: Any = logger,  # a logging.Logger, or the run's log
 ) -> PublishedSnapshot:
     """Write a new snapshot from the open catalog connection, publish it, prune old ones.
 
     `catalog` is the run's own (writing) connection, so the copy is consistent with what the
-    run staged: nothing else can write while the run holds the file.
+    run staged: nothing else can write while the run holds the file. `log` gets the reason
+    when building on the previous snapshot failed (the asset passes its run log).
     """
     directory = Path(snapshot_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -302,37 +317,42 @@ def publish_snapshot(
         "run_id": run_id or "",
         "format": snapshot_format(catalog),
     }
-    base, why_full = _base(catalog, directory)
+    base, why_full = _usable_base(catalog, directory)
     counts: dict[str, int] = {}
     if base is not None:
         counts, why_full = _count_changes(catalog, base)
-    built = None
+    written = None
     if base is not None and not why_full:
-        since_full = base.replaced_since_full + sum(counts.values())
         try:
             shutil.copyfile(base.path, building)  # a published snapshot is never written again
-            built = _write(
+            written = _write(
                 catalog,
                 building,
                 lambda alias: _replace_moved(catalog, alias, base, counts),
-                {**meta, "replaced_since_full": str(since_full)},
+                {
+                    **meta,
+                    "replaced_since_full": str(base.replaced_since_full + sum(counts.values())),
+                },
             )
-        except (duckdb.Error, OSError) as exc:
+        except (duckdb.Error, OSError, RuntimeError) as exc:
             _discard(building)
-            why_full = f"building on {base.path.name} failed ({type(exc).__name__}: {exc})"
-            logger.warning("outlet snapshot: %s; making a full copy", why_full)
-    if built is None:
+            why_full = f"building on {base.path.name} failed ({_one_line(exc)})"
+            log.warning(f"outlet snapshot: {why_full}; making a full copy")
+        except BaseException:  # interrupted: leave no copy of the base behind
+            _discard(building)
+            raise
+    if written is None:
+
+        def copy_all(alias: str) -> None:
+            for entity in FEEDS:
+                _copy_feed(catalog, alias, entity)
+
         try:
-            built = _write(
-                catalog,
-                building,
-                lambda alias: [_copy_feed(catalog, alias, entity) for entity in FEEDS],
-                {**meta, "replaced_since_full": "0"},
-            )
+            written = _write(catalog, building, copy_all, {**meta, "replaced_since_full": "0"})
         except BaseException:
             _discard(building)
             raise
-    stats, categories = built
+    stats, categories = written
     os.replace(building, final)
     pointer_tmp = directory / f".{POINTER}.{uuid.uuid4().hex[:8]}"
     pointer_tmp.write_text(final.name, encoding="utf-8")

@@ -7,9 +7,11 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from catalog_assets.outlets import snapshot
 from catalog_assets.outlets.feeds import FEEDS
+from catalog_assets.storage import CatalogStore
 from catalog_assets_tests.conftest import materializations
 
 
@@ -49,6 +51,25 @@ def feeds_of(path: str) -> dict[str, list[tuple]]:
         return {e: copy.execute(f"SELECT * FROM feed_{e} ORDER BY seq").fetchall() for e in FEEDS}
 
 
+def full_copy(platform, tmp_path, name: str) -> snapshot.PublishedSnapshot:
+    """What a full copy of the catalog holds, published from a copy of the store's file so the
+    store itself does not record it as its last snapshot."""
+    store_copy = tmp_path / f"{name}.duckdb"
+    for suffix in ("", ".wal"):
+        if os.path.exists(platform.store.path + suffix):
+            shutil.copyfile(platform.store.path + suffix, f"{store_copy}{suffix}")
+    with CatalogStore(path=str(store_copy)).connect() as con:
+        published = snapshot.publish_snapshot(
+            con,
+            str(tmp_path / name),
+            published_at=datetime(2026, 11, 24),
+            run_id="t",
+            keep_minutes=60,
+        )
+    assert published.built == "full" and published.why_full == "no previous snapshot"
+    return published
+
+
 def test_a_snapshot_built_on_the_previous_one_holds_what_a_full_copy_would(platform, tmp_path):
     """Every kind of change a sync stages, replaced in a copy of the previous snapshot, must
     leave exactly the rows a full copy of the catalog makes."""
@@ -75,18 +96,26 @@ def test_a_snapshot_built_on_the_previous_one_holds_what_a_full_copy_would(platf
     # price, stock, rename, move (products + both narrow feeds), new (three feeds), removal
     # (three feeds), the category
     assert published["rows_replaced"] >= 12
-    with platform.store.connect() as con:
-        whole = snapshot.publish_snapshot(
-            con,
-            str(tmp_path / "whole"),
-            published_at=datetime(2026, 11, 24),
-            run_id="t",
-            keep_minutes=60,
-        )
-    assert whole.built == "full" and whole.why_full == "no previous snapshot"
+    whole = full_copy(platform, tmp_path, "whole")
     assert feeds_of(published["snapshot"]) == feeds_of(whole.path)
     removed_row = [r for r in feeds_of(published["snapshot"])["products"] if r[1] == removed["id"]]
     assert json.loads(removed_row[0][4])["removed"] is True
+
+    # On top of that incremental snapshot: the removed product comes back, a row replaced
+    # last time changes again, and a category moves under another parent.
+    catalog.upsert_product(removed)
+    catalog.upsert_product({"id": repriced["id"], "price": 54321})
+    category = catalog.categories()[5]
+    new_parent = next(
+        c["id"] for c in catalog.categories() if c["id"] not in (category["id"], category["parent"])
+    )
+    catalog.upsert_category(category["id"], new_parent, category["name"])
+    again = published_by(platform, "full_resync")
+    assert again["built"] == "incremental", again["why_full_copy"]
+    whole = full_copy(platform, tmp_path, "whole2")
+    assert feeds_of(again["snapshot"]) == feeds_of(whole.path)
+    comeback = [r for r in feeds_of(again["snapshot"])["products"] if r[1] == removed["id"]]
+    assert "removed" not in json.loads(comeback[0][4])
 
 
 def published_by(platform, job: str = "incremental_sync") -> dict:
@@ -112,7 +141,7 @@ def test_a_quiet_run_copies_the_previous_snapshot_and_replaces_nothing(platform)
 def test_large_changes_make_a_full_copy(platform, monkeypatch):
     published_by(platform, "full_resync")
     with monkeypatch.context() as patched:
-        patched.setattr(snapshot, "SLICE_ROWS", 3)  # more than this in one feed: a full copy
+        patched.setattr(snapshot, "MAX_REPLACED_ROWS", 3)  # more in one feed: a full copy
         reprice(platform, 5, 1)
         busy = published_by(platform)
     assert busy["built"] == "full" and "rows of one feed changed" in busy["why_full_copy"]
@@ -137,14 +166,7 @@ def test_a_restored_store_does_not_build_on_a_snapshot_from_the_future_it_lost(p
     restored = published_by(platform)
     assert restored["built"] == "full"
     assert "not the last one this catalog store published" in restored["why_full_copy"]
-    with platform.store.connect() as con:
-        whole = snapshot.publish_snapshot(
-            con,
-            str(tmp_path / "whole"),
-            published_at=datetime(2026, 11, 24),
-            run_id="t",
-            keep_minutes=60,
-        )
+    whole = full_copy(platform, tmp_path, "whole3")
     assert feeds_of(restored["snapshot"]) == feeds_of(whole.path)
 
 
@@ -180,4 +202,16 @@ def test_an_unreadable_base_or_a_failed_build_on_it_makes_a_full_copy(platform, 
         reprice(platform, 2, 3)
         fallback = published_by(platform)
     assert fallback["built"] == "full" and "failed (IOException" in fallback["why_full_copy"]
-    assert not list(Path(fallback["snapshot"]).parent.glob("*.building*"))
+    directory = Path(fallback["snapshot"]).parent
+    assert not list(directory.glob("*.building*"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # a run terminated from the UI while building on the base
+
+    monkeypatch.setattr(snapshot, "_replace_moved", interrupted)
+    reprice(platform, 2, 4)
+    with platform.store.connect() as con, pytest.raises(KeyboardInterrupt):
+        snapshot.publish_snapshot(
+            con, str(directory), published_at=datetime(2026, 11, 24), run_id="t", keep_minutes=60
+        )
+    assert not list(directory.glob("*.building*"))
