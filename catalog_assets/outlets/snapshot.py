@@ -165,7 +165,19 @@ class _Base:
     replaced_since_full: int
 
 
-def _usable_base(catalog: duckdb.DuckDBPyConnection, directory: Path) -> tuple[_Base | None, str]:
+def _feed_stats(catalog: duckdb.DuckDBPyConnection, alias: str) -> dict[str, tuple[int, int]]:
+    """(highest sequence, rows) of every feed in the snapshot attached as `alias`."""
+    return {
+        entity: catalog.execute(
+            f"SELECT coalesce(max(seq), 0), count(*) FROM {alias}.feed_{entity}"
+        ).fetchone()
+        for entity in FEEDS
+    }
+
+
+def _usable_base(
+    catalog: duckdb.DuckDBPyConnection, directory: Path, format_now: str
+) -> tuple[_Base | None, str]:
     """The current snapshot as the base of the next one, or None and why not."""
     try:
         current = (directory / POINTER).read_text(encoding="utf-8").strip()
@@ -185,22 +197,17 @@ def _usable_base(catalog: duckdb.DuckDBPyConnection, directory: Path) -> tuple[_
         return None, f"the current snapshot {current} cannot be opened ({_one_line(exc)})"
     try:
         meta = dict(catalog.execute(f"SELECT key, value FROM {BASE_ALIAS}.meta").fetchall())
-        held = [
-            catalog.execute(
-                f"SELECT coalesce(max(seq), 0), count(*) FROM {BASE_ALIAS}.feed_{entity}"
-            ).fetchone()
-            for entity in FEEDS
-        ]
+        held = _feed_stats(catalog, BASE_ALIAS)
     except duckdb.Error as exc:
         return None, f"the current snapshot {current} is unreadable ({_one_line(exc)})"
     finally:
         catalog.execute(f"DETACH {BASE_ALIAS}")
-    if meta.get("format") != snapshot_format(catalog):
+    if meta.get("format") != format_now:
         return None, f"the current snapshot {current} has another feed format"
     return _Base(
         path,
-        {entity: int(seq) for entity, (seq, _) in zip(FEEDS, held, strict=True)},
-        sum(int(count) for _, count in held),
+        {entity: int(seq) for entity, (seq, _) in held.items()},
+        sum(int(count) for _, count in held.values()),
         int(meta.get("replaced_since_full", 0)),
     ), ""
 
@@ -265,12 +272,7 @@ def _write(
     try:
         fill_feeds(alias)
         catalog.execute(f"CREATE OR REPLACE TABLE {alias}.categories AS {CATEGORIES_SELECT}")
-        stats = {
-            entity: catalog.execute(
-                f"SELECT coalesce(max(seq), 0), count(*) FROM {alias}.feed_{entity}"
-            ).fetchone()
-            for entity in FEEDS
-        }
+        stats = _feed_stats(catalog, alias)
         categories = catalog.execute(f"SELECT count(*) FROM {alias}.categories").fetchone()[0]
         catalog.execute(
             f"CREATE OR REPLACE TABLE {alias}.meta (key VARCHAR, value VARCHAR);"
@@ -317,7 +319,7 @@ def publish_snapshot(
         "run_id": run_id or "",
         "format": snapshot_format(catalog),
     }
-    base, why_full = _usable_base(catalog, directory)
+    base, why_full = _usable_base(catalog, directory, meta["format"])
     counts: dict[str, int] = {}
     if base is not None:
         counts, why_full = _count_changes(catalog, base)

@@ -15,16 +15,9 @@ from catalog_assets.storage import CatalogStore
 from catalog_assets_tests.conftest import materializations
 
 
-def published_feeds(platform, directory) -> dict[str, list[tuple]]:
-    with platform.store.connect() as con:
-        published = snapshot.publish_snapshot(
-            con,
-            str(directory),
-            published_at=datetime(2026, 11, 24, 3, 0),
-            run_id="test",
-            keep_minutes=60,
-        )
-    with duckdb.connect(published.path, read_only=True) as copy:
+def published_feeds(platform, tmp_path, name: str) -> dict[str, list[tuple]]:
+    """A full copy's feeds in their order on disk."""
+    with duckdb.connect(full_copy(platform, tmp_path, name).path, read_only=True) as copy:
         return {e: copy.execute(f"SELECT * FROM feed_{e}").fetchall() for e in FEEDS}
 
 
@@ -35,9 +28,9 @@ def test_a_feed_copied_in_slices_equals_one_copied_whole(platform, tmp_path, mon
         platform.catalog.upsert_product({"id": product["id"], "price": 7})
     assert platform.run("incremental_sync").success
 
-    whole = published_feeds(platform, tmp_path / "whole")
+    whole = published_feeds(platform, tmp_path, "whole")
     monkeypatch.setattr(snapshot, "SLICE_ROWS", 7)
-    sliced = published_feeds(platform, tmp_path / "sliced")
+    sliced = published_feeds(platform, tmp_path, "sliced")
 
     assert len(whole["products"]) > 7 * 10
     assert sliced == whole
