@@ -130,7 +130,9 @@ def decode_json(content: bytes | str) -> Any:
         content = content.encode()
     # orjson turns an integer beyond 64 bits into a float, silently; a run of 19+ digits
     # (rare outside such numbers) sends the body to the exact standard-library parser instead.
-    if not _LONG_DIGITS.search(content):
+    # Found by mapping every digit to "0" and the rest to " ", then a substring search: a regex
+    # (`\d{19}`) took 0.7 ms on a 100-product page, eight times orjson's parse of it.
+    if _NINETEEN_DIGITS not in content.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -138,7 +140,8 @@ def decode_json(content: bytes | str) -> Any:
     return json.loads(content, parse_constant=NonFiniteNumber, parse_float=_parse_float)
 
 
-_LONG_DIGITS = re.compile(rb"\d{19}")
+_DIGITS_AS_ZEROS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_NINETEEN_DIGITS = b"0" * 19
 
 
 def _parse_float(text: str) -> float:

@@ -222,6 +222,12 @@ def test_page_decoding_keeps_every_number_exact_or_judges_it():
         "x.y[1] is NaN or Infinity, not a JSON number",
     ]
     assert '"description":NaN' in nan.raw  # kept whole and verbatim for the quarantine
+    # Either side of the 19-digit switch to the exact parser, both signs, inside a string too.
+    edges = (
+        b'[123456789012345678, -18446744073709551616, 18446744073709551616, "12345678901234567890"]'
+    )
+    assert decode_json(edges) == [123456789012345678, -(2**64), 2**64, "12345678901234567890"]
+    assert all(isinstance(v, int) for v in decode_json(edges)[:3])
 
 
 def test_canonical_json_matches_the_standard_library_text():
