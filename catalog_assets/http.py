@@ -130,8 +130,8 @@ def decode_json(content: bytes | str) -> Any:
         content = content.encode()
     # orjson turns an integer beyond 64 bits into a float, silently; a run of 19+ digits
     # (rare outside such numbers) sends the body to the exact standard-library parser instead.
-    # Found by mapping every digit to "0" and the rest to " ", then a substring search: a regex
-    # (`\d{19}`) took 0.7 ms on a 100-product page, eight times orjson's parse of it.
+    # Found by turning every digit into "0" and searching for 19 of them: a regex (`\d{19}`)
+    # took 0.7 ms on a 100-product page, eight times orjson's parse of it.
     if _NINETEEN_DIGITS not in content.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(content)
@@ -140,7 +140,7 @@ def decode_json(content: bytes | str) -> Any:
     return json.loads(content, parse_constant=NonFiniteNumber, parse_float=_parse_float)
 
 
-_DIGITS_AS_ZEROS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
 _NINETEEN_DIGITS = b"0" * 19
 
 
