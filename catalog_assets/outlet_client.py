@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import requests
 
 ENTITIES = ("categories", "products", "prices", "stock")
 
@@ -53,11 +53,12 @@ class OutletClient:
         *,
         timeout: float = 10.0,
         max_retries: int = 5,
-        client: httpx.Client | None = None,
     ) -> None:
         self.outlet = outlet
         self.max_retries = max_retries
-        self._http = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._url = f"{base_url.rstrip('/')}/v1/outlets/{outlet}/changes"
+        self._timeout = timeout
+        self._http = requests.Session()
         self._headers = {"Authorization": f"Bearer {token}"}
 
     def __repr__(self) -> str:
@@ -73,7 +74,7 @@ class OutletClient:
             params["limit"] = limit
         for attempt in range(self.max_retries + 1):
             response = self._http.get(
-                f"/v1/outlets/{self.outlet}/changes", params=params, headers=self._headers
+                self._url, params=params, headers=self._headers, timeout=self._timeout
             )
             if response.status_code == 200:
                 body = response.json()
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     client = OutletClient(args.base_url, args.outlet, token)
     try:
         received = sync_outlet(client, store, entities, args.limit)
-    except (OutletApiError, httpx.HTTPError) as exc:
+    except (OutletApiError, requests.RequestException) as exc:
         print(f"{args.outlet}: {exc}", file=sys.stderr)
         store.save()  # what was applied so far, with its cursors
         return 1
