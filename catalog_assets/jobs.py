@@ -53,6 +53,7 @@ incremental_sync = dg.define_asset_job(
 )
 
 nightly_full_resync = dg.ScheduleDefinition(
+    name="nightly_full_resync",
     job=full_resync,
     cron_schedule="0 3 * * *",
     default_status=dg.DefaultScheduleStatus.STOPPED,

@@ -15,6 +15,10 @@ def test_definitions_load_from_environment(monkeypatch):
     assert defs.resolve_sensor_def("onec_change_sensor")
     assert defs.resolve_sensor_def("catalog_alerts")
     assert defs.resolve_sensor_def("tec_delivery_webhook_sensor")
+    assert defs.resolve_sensor_def("outlet_monitor_sensor")
+    nightly = defs.resolve_schedule_def("nightly_full_resync")
+    assert (nightly.job_name, nightly.cron_schedule) == ("full_resync", "0 3 * * *")
+    assert nightly.default_status == dg.DefaultScheduleStatus.STOPPED
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "onec_categories",
