@@ -30,6 +30,19 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 
+# Something already listening on a port (an earlier demo, another tool) would answer the
+# readiness checks below in place of ours, and the sync would run against it.
+ports="ONEC_PORT:8081 TEC_PORT:8082 WEBHOOK_PORT:8091 OUTLET_API_PORT:8090"
+[ "${DEMO_NO_UI:-0}" = "1" ] || ports="$ports DAGSTER_PORT:3000"
+for port_var in $ports; do
+  name=${port_var%%:*}
+  port=${!name:-${port_var##*:}}
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port on 127.0.0.1 is in use: stop what listens there, or set $name" >&2
+    exit 1
+  fi
+done
+
 "$VENV_BIN/python" -m catalog_assets.emulators --onec-port "${ONEC_PORT:-8081}" --tec-port "${TEC_PORT:-8082}" \
   --token "$TEC_DELIVERY_TOKEN" > .demo/emulators.log 2>&1 &
 pids+=($!)
@@ -49,8 +62,14 @@ done
 curl -fs "$WEBHOOK_BASE/healthz" >/dev/null || { cat .demo/webhooks.log; exit 1; }
 
 echo "== full_resync against the emulators (recorded in $DAGSTER_HOME)"
-"$VENV_BIN/dagster" job execute -m catalog_assets.definitions -j full_resync 2>&1 \
-  | grep -E "RUN_SUCCESS|RUN_FAILURE|pushed|fetched|published|STEP_FAILURE" || true
+status=0
+"$VENV_BIN/dagster" job execute -m catalog_assets.definitions -j full_resync \
+  > .demo/full_resync.log 2>&1 || status=$?
+grep -E "RUN_SUCCESS|RUN_FAILURE|pushed|fetched|published|STEP_FAILURE" .demo/full_resync.log || true
+if [ "$status" -ne 0 ]; then
+  echo "full_resync failed (exit $status); the whole log is in .demo/full_resync.log" >&2
+  exit "$status"
+fi
 
 "$VENV_BIN/python" -m catalog_assets.outlet_api --host 127.0.0.1 --port "${OUTLET_API_PORT:-8090}" \
   > .demo/outlet_api.log 2>&1 &
