@@ -305,6 +305,14 @@ def stage_page(
                     "run": run_id,
                 },
             )
+        if named := [r.record_id for r in rejections if r.record_id]:
+            # 1C still serves these, only badly: their last good version stays live. Unseen,
+            # a full resync would judge them removed and disable them at Tec.Delivery.
+            con.execute(
+                f"""UPDATE {table} SET seen_at = $now
+                    WHERE removed_at IS NULL AND id IN (SELECT unnest($ids::VARCHAR[]))""",
+                {"now": seen_at, "ids": named},
+            )
     return counts
 
 

@@ -194,3 +194,21 @@ def test_bad_records_and_pages_are_quarantined_and_the_rest_syncs(platform, ledg
     assert lost == set()
     assert platform.tec.products["bad-price"]["price"] == 100
     assert platform.tec.products["lost-parent"]["external_parent_id"] == "orphan"
+
+
+def test_a_product_that_turns_bad_stays_live_until_1c_fixes_it(platform, ledger):
+    """Quarantine holds the new version back; it does not take the product off sale."""
+    assert platform.run("full_resync").success
+    good = next(iter(platform.catalog.products()))["id"]
+    before = platform.tec.products[good]
+    platform.catalog.upsert_product({"id": good, "price": "xyz"})
+    ledger.bad_input("no-price")
+
+    result = platform.run("full_resync")
+    assert result.success
+    assert checks(result)[("onec_products", "no_quarantined_records")].passed is False
+    assert platform.query("SELECT removed_at FROM onec_products WHERE id = ?", [good]) == [(None,)]
+    assert platform.tec.products[good] == before  # neither disabled nor changed
+    assert platform.query(
+        "SELECT enabled IS NOT false FROM tec_delivery_products WHERE external_id = ?", [good]
+    ) == [(True,)]
