@@ -1,7 +1,10 @@
-"""dagster.yaml is a valid instance that queues syncs one at a time."""
+"""dagster.yaml is a valid instance that queues syncs one at a time and frees what a dead run held."""
 
+import logging
 import shutil
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 
@@ -15,5 +18,40 @@ def test_instance_config_limits_syncs_to_one(tmp_path, monkeypatch):
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert {"key": "catalog/sync", "limit": 1} in limits
         assert str(tmp_path) in instance.root_directory
+    finally:
+        instance.dispose()
+
+
+def test_a_dead_runs_pool_slot_is_freed_a_minute_after_it_ended(tmp_path, monkeypatch):
+    """A run worker killed mid-step never frees its `catalog_store` slot itself, and every later
+    sync would wait for it. The daemon's run monitoring (its own iteration, called here as the
+    daemon does; a private module, like the queue test's dequeue) frees it, per dagster.yaml."""
+    from dagster._daemon.monitoring import concurrency as monitoring
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    shutil.copy(Path(__file__).parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.get()
+    try:
+
+        @dg.asset
+        def killed():
+            raise RuntimeError("the run worker died here")
+
+        run = dg.materialize([killed], instance=instance, raise_on_error=False)
+        slots = instance.event_log_storage
+        slots.initialize_concurrency_limit_to_default("catalog_store")
+        # What the dead worker left behind: a claimed slot for a run that has ended.
+        slots.claim_concurrency_slot("catalog_store", run.run_id, "tec_delivery_products")
+
+        def claimed() -> list[str]:
+            return [c.run_id for c in slots.get_concurrency_info("catalog_store").claimed_slots]
+
+        daemon, log = SimpleNamespace(instance=instance), logging.getLogger("run_monitoring")
+        list(monitoring.execute_concurrency_slots_iteration(daemon, log))
+        assert claimed() == [run.run_id]  # not yet: the run ended under a minute ago
+        a_minute_on = monitoring.get_current_datetime() + timedelta(seconds=61)
+        monkeypatch.setattr(monitoring, "get_current_datetime", lambda: a_minute_on)
+        list(monitoring.execute_concurrency_slots_iteration(daemon, log))
+        assert claimed() == []
     finally:
         instance.dispose()
