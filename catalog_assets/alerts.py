@@ -34,11 +34,17 @@ def _short(text: str) -> str:
 
 
 def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
-    """The first step failure's message (our errors name the request, never a credential)."""
+    """The first step failure's message (our errors name the request, never a credential).
+
+    An exception raised in a step reaches the event log wrapped ("Error occurred while executing
+    op ..."), with ours as its cause: the alert quotes the cause, which says what went wrong."""
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         data = entry.dagster_event.step_failure_data if entry.dagster_event else None
         if data and data.error:
-            return f"{entry.step_key}: {data.error.message}"
+            error = data.error
+            while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause:
+                error = error.cause
+            return f"{entry.step_key}: {error.message.strip()}"
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE):
         return entry.dagster_event.message or "run failed" if entry.dagster_event else "run failed"
     return "run failed"

@@ -158,3 +158,15 @@ def test_every_check_is_watched_including_ones_added_later(platform, slack):
         ":red_circle: [catalog] asset check tec_delivery_products/added_later failed (ERROR): "
         "something new is wrong"
     ]
+
+
+def test_a_run_alert_quotes_what_went_wrong_not_dagsters_wrapper(platform, slack, ledger):
+    assert platform.run("full_resync").success
+    cursor, _ = tick(platform, slack, None)
+    platform.onec.inject(status=500, times=100)
+    ledger.fault("1C down (500)")
+    assert not platform.run("incremental_sync", raise_on_error=False).success
+    _, sent = tick(platform, slack, cursor)
+    [alert] = sent
+    assert "job incremental_sync failed" in alert and "onec_categories: " in alert
+    assert "1C answered HTTP 500 to GET" in alert and "Error occurred while executing" not in alert
