@@ -6,6 +6,10 @@ they are compared by content hash with what is staged, so re-delivered items are
 for changes. A category changed deep in the tree is seen because the category query is flat
 (no `parent`), not a walk.
 
+"Pending" is what the next push would send (`PENDING_COUNT`, the push's own queries): an item
+held back by its parent waits for 1C to fix the parent, which the tick sees as a change, so it
+does not start a run every tick meanwhile (the `no_held_back_items` check shows it).
+
 Errors from 1C fail the tick (visible in the UI) rather than hide as a skip.
 """
 
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from catalog_assets.assets.tec_delivery import PENDING_COUNT
 from catalog_assets.jobs import SYNC_TAG, incremental_sync
 from catalog_assets.mapping import EPOCH, content_hash
 from catalog_assets.onec.client import OneCCatalogClient
@@ -127,18 +132,7 @@ def onec_change_sensor(
     try:
         with store.connect(read_only=True, lock_timeout=2) as con:
             observations = [observe_entity(onec, con, e) for e in ("categories", "products")]
-            pending = con.execute(
-                """SELECT
-                     (SELECT count(*) FROM onec_products p LEFT JOIN tec_delivery_products d ON d.external_id = p.id
-                       WHERE d.dead_lettered_at IS NULL AND (p.removed_at IS NULL OR d.pushed_hash IS NOT NULL)
-                         AND CASE WHEN p.removed_at IS NULL THEN p.content_hash ELSE 'removed:' || p.content_hash END
-                             IS DISTINCT FROM d.pushed_hash)
-                   + (SELECT count(*) FROM onec_categories c JOIN category_tree t ON t.id = c.id AND t.status = 'ok'
-                       LEFT JOIN tec_delivery_categories d ON d.external_id = c.id
-                       WHERE d.dead_lettered_at IS NULL AND (c.removed_at IS NULL OR d.pushed_hash IS NOT NULL)
-                         AND CASE WHEN c.removed_at IS NULL THEN c.content_hash ELSE 'removed:' || c.content_hash END
-                             IS DISTINCT FROM d.pushed_hash)"""
-            ).fetchone()[0]
+            pending = con.execute(PENDING_COUNT, {"all": False, "depth": None}).fetchone()[0]
     except FileNotFoundError:
         observations = [observe_entity(onec, None, e) for e in ("categories", "products")]
         pending = 0

@@ -125,6 +125,27 @@ def test_sensor_requests_a_first_sync_on_an_empty_store(platform):
     assert isinstance(outcome, dg.SensorResult) and outcome.run_requests
 
 
+def test_sensor_does_not_rerun_for_a_product_held_back_by_its_parent(platform):
+    """Until 1C fixes the parent, a run could not deliver it: the tick must stay quiet."""
+    catalog = platform.catalog
+    catalog.upsert_category("orphan", "no-such-parent", "Сирота")
+    catalog.upsert_product(
+        {"id": "held", "parent": "orphan", "type": "product", "name": "Ждёт", "price": 1}
+    )
+    first = platform.run("full_resync")
+    assert materializations(first, "tec_delivery_products")["held_back"] == 1
+    quiet = tick(platform)
+    assert isinstance(quiet, dg.SkipReason), quiet
+    assert "nothing pending" in quiet.skip_message
+
+    catalog.upsert_category("orphan", "0", "Нашла родителя")
+    outcome = tick(platform)
+    assert isinstance(outcome, dg.SensorResult) and "categories: 1 changed" in outcome.cursor
+    assert platform.run("incremental_sync").success
+    assert platform.tec.products["held"]["external_parent_id"] == "orphan"
+    assert isinstance(tick(platform), dg.SkipReason)
+
+
 def test_failed_push_stays_pending_and_the_next_run_delivers_it(platform, monkeypatch):
     platform.tec.inject(
         status=503, times=1000, match=lambda body: not body["payload"][0].get("is_category")

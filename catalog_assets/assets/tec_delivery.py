@@ -57,12 +57,11 @@ FROM onec_categories c
 JOIN category_tree t ON t.id = c.id AND t.status = 'ok'
 LEFT JOIN tec_delivery_categories d ON d.external_id = c.id
 LEFT JOIN tec_delivery_categories dp ON dp.external_id = c.parent
-WHERE t.depth = $depth
+WHERE ($depth IS NULL OR t.depth = $depth)
   AND ($all OR desired IS DISTINCT FROM d.pushed_hash)
   AND ($all OR d.dead_lettered_at IS NULL)
   AND NOT (c.removed_at IS NOT NULL AND d.pushed_hash IS NULL)
   AND (c.removed_at IS NOT NULL OR c.parent = '0' OR (dp.pushed_hash IS NOT NULL AND dp.enabled))
-ORDER BY c.id
 """
 
 PENDING_PRODUCTS = """
@@ -76,6 +75,13 @@ WHERE ($all OR desired IS DISTINCT FROM d.pushed_hash)
   AND ($all OR d.dead_lettered_at IS NULL)
   AND NOT (p.removed_at IS NOT NULL AND d.pushed_hash IS NULL)
   AND (p.removed_at IS NOT NULL OR p.parent = '0' OR (dc.pushed_hash IS NOT NULL AND dc.enabled))
+"""
+
+# What the next push would send, counted: the sensor starts a run only for this, so an item
+# held back by its parent (flagged, dead-lettered, disabled) does not start a run every tick.
+PENDING_COUNT = f"""
+SELECT (SELECT count(*) FROM ({PENDING_PRODUCTS}))
+     + (SELECT count(*) FROM ({PENDING_CATEGORIES}))
 """
 
 HELD_CATEGORIES = """
@@ -130,7 +136,7 @@ def pending_batches(
     DuckDB's MVCC keeps those writes out of the snapshot being read, and memory holds one
     batch, not the pending set.
     """
-    sql = PENDING_CATEGORIES if entity == "categories" else PENDING_PRODUCTS
+    sql = PENDING_CATEGORIES + "ORDER BY c.id" if entity == "categories" else PENDING_PRODUCTS
     params: dict[str, Any] = {"all": repush_all}
     if entity == "categories":
         params["depth"] = depth
