@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS onec_products (
     staged_at TIMESTAMP NOT NULL, seen_at TIMESTAMP NOT NULL, removed_at TIMESTAMP,
     change_seq BIGINT NOT NULL, price_seq BIGINT NOT NULL, stock_seq BIGINT NOT NULL
 );
+-- The categories whose subtree an item has left (a product's former parents, a category's
+-- former ancestors): outlets filter feeds by subtree, and this is how an outlet whose subtree
+-- an item left still gets it once more, as a removal (outlets/snapshot.py).
+ALTER TABLE onec_categories ADD COLUMN IF NOT EXISTS left_subtrees VARCHAR[];
+ALTER TABLE onec_products ADD COLUMN IF NOT EXISTS left_subtrees VARCHAR[];
 CREATE TABLE IF NOT EXISTS category_tree (
     id VARCHAR PRIMARY KEY, parent VARCHAR NOT NULL, depth INTEGER, path VARCHAR NOT NULL,
     status VARCHAR NOT NULL, problem VARCHAR, computed_at TIMESTAMP NOT NULL
@@ -255,12 +260,19 @@ def stage_page(
                 else ""
             )
             changed = "(t.content_hash <> excluded.content_hash OR t.removed_at IS NOT NULL)"
+            # A product that moved reaches outlets again in every feed: its narrow rows are
+            # filtered by its parent too. (A category's move is `category_tree`'s to judge:
+            # it moves everything under it.)
+            moved = "t.parent <> excluded.parent"
             extra_updates = (
-                """, price = excluded.price, stock = excluded.stock,
+                f""", price = excluded.price, stock = excluded.stock,
                 price_seq = CASE WHEN t.price IS DISTINCT FROM excluded.price OR t.removed_at IS NOT NULL
-                                 THEN excluded.change_seq ELSE t.price_seq END,
+                                      OR {moved} THEN excluded.change_seq ELSE t.price_seq END,
                 stock_seq = CASE WHEN t.stock IS DISTINCT FROM excluded.stock OR t.removed_at IS NOT NULL
-                                 THEN excluded.change_seq ELSE t.stock_seq END"""
+                                      OR {moved} THEN excluded.change_seq ELSE t.stock_seq END,
+                left_subtrees = CASE WHEN {moved}
+                    THEN list_distinct(list_append(coalesce(t.left_subtrees, []), t.parent))
+                    ELSE t.left_subtrees END"""
                 if products
                 else ""
             )
@@ -314,6 +326,41 @@ def stage_page(
                 {"now": seen_at, "ids": named},
             )
     return counts
+
+
+def resequence_moved(
+    con: duckdb.DuckDBPyConnection, moved: dict[str, frozenset[str]], *, now: datetime
+) -> tuple[int, int]:
+    """Give moved categories (`tree.moved_categories`) and the products directly under them
+    new sequence numbers in every feed, recording the subtrees they left. Their content did
+    not change, so nothing is re-pushed to Tec.Delivery; only the outlet feeds move. Returns
+    (categories, products) resequenced."""
+    if not moved:
+        return 0, 0
+    load_rows(
+        con,
+        "moved_categories",
+        {
+            "id": ("VARCHAR", list(moved)),
+            "left_subtrees": ("VARCHAR[]", [sorted(left) for left in moved.values()]),
+        },
+    )
+    merged = "list_distinct(coalesce(t.left_subtrees, []) || m.left_subtrees)"
+    categories = con.execute(
+        f"""UPDATE onec_categories AS t SET change_seq = nextval('catalog_change_seq'),
+                staged_at = $now, left_subtrees = {merged}
+            FROM moved_categories m WHERE t.id = m.id""",
+        {"now": now},
+    ).fetchone()[0]
+    products = con.execute(
+        f"""UPDATE onec_products AS t SET change_seq = nextval('catalog_change_seq'),
+                price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq'),
+                staged_at = $now, left_subtrees = {merged}
+            FROM moved_categories m WHERE t.parent = m.id""",
+        {"now": now},
+    ).fetchone()[0]
+    con.execute("DROP TABLE moved_categories")
+    return categories, products
 
 
 def hash_text(text: str) -> str:

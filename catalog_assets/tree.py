@@ -8,6 +8,7 @@ every descendant of those (it cannot be placed until its ancestor is fixed).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from catalog_assets.mapping import ROOT_PARENT
@@ -102,3 +103,46 @@ def build_category_tree(
                 )
             base = resolved[child]
     return [resolved[c] for c in categories]
+
+
+def ancestors(node: str, parents: Mapping[str, str]) -> frozenset[str]:
+    """Every category above `node`, following `parents` until the root, an unknown id or a
+    cycle."""
+    found: set[str] = set()
+    current = parents.get(node)
+    while current is not None and current != ROOT_PARENT and current not in found:
+        found.add(current)
+        if current == node:
+            break
+        current = parents.get(current)
+    found.discard(node)
+    return frozenset(found)
+
+
+def moved_categories(
+    old_parents: Mapping[str, str], new_parents: Mapping[str, str]
+) -> dict[str, frozenset[str]]:
+    """Categories whose ancestors changed between two trees, each with the ancestors it left.
+
+    Outlets filter their feeds by subtree, so a move changes what an outlet may see without
+    changing the moved items' content: a category that moved (and everything under it) must
+    reach an outlet once more, as a removal if it left the outlet's subtree, or at all if it
+    entered one. Categories new since the old tree have no place to leave and are not listed.
+    """
+    children: dict[str, list[str]] = {}
+    for child, parent in new_parents.items():
+        children.setdefault(parent, []).append(child)
+    frontier = [
+        c for c, parent in new_parents.items() if c in old_parents and old_parents[c] != parent
+    ]
+    moved: dict[str, frozenset[str]] = {}
+    visited: set[str] = set()
+    while frontier:
+        node = frontier.pop()
+        if node in visited:
+            continue
+        visited.add(node)
+        if node in old_parents:
+            moved[node] = ancestors(node, old_parents) - ancestors(node, new_parents)
+        frontier.extend(children.get(node, ()))
+    return moved

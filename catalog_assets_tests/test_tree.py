@@ -7,6 +7,7 @@ from catalog_assets.tree import (
     PARENT_IS_PRODUCT,
     UNDER_PROBLEM,
     build_category_tree,
+    moved_categories,
 )
 
 
@@ -48,3 +49,27 @@ def test_deep_chain_does_not_recurse():
     chain = {f"c{i}": (f"c{i - 1}" if i else "0", f"n{i}") for i in range(5000)}
     tree = by_id(build_category_tree(chain))
     assert tree["c4999"].depth == 4999
+
+
+def test_a_moved_category_and_its_subtree_name_the_ancestors_they_left():
+    old = {"a": "0", "b": "a", "c": "b", "d": "c", "x": "0", "y": "x"}
+    new = {**old, "c": "y", "new": "c"}  # c (with d) moves from a/b to x/y
+    assert moved_categories(old, new) == {
+        "c": frozenset({"a", "b"}),
+        "d": frozenset({"a", "b"}),
+    }
+    # Back again: they left x and y. Nothing moved: nothing to tell.
+    assert moved_categories(new, old) == {"c": frozenset({"x", "y"}), "d": frozenset({"x", "y"})}
+    assert moved_categories(old, old) == {}
+
+
+def test_moves_within_a_subtree_leave_nothing_and_cycles_end():
+    old = {"a": "0", "b": "a", "c": "a"}
+    # c moves under its sibling: still under a, so it left no subtree, but it moved.
+    assert moved_categories(old, {**old, "c": "b"}) == {"c": frozenset()}
+    # A move into a cycle terminates; a cycle still counts its members as ancestors.
+    assert moved_categories(old, {**old, "a": "b"}) == {
+        "a": frozenset(),
+        "b": frozenset(),
+        "c": frozenset(),
+    }

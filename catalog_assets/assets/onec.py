@@ -27,12 +27,13 @@ from catalog_assets.storage import (
     load_rows,
     max_modified_at,
     preview,
+    resequence_moved,
     set_cursor,
     stage_page,
     transaction,
     utcnow,
 )
-from catalog_assets.tree import build_category_tree
+from catalog_assets.tree import build_category_tree, moved_categories
 
 SYNC_POOL = "catalog_store"
 # Records per staging transaction: large enough that DuckDB's per-statement cost is spread over
@@ -299,8 +300,12 @@ def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.
             else frozenset()
         )
         nodes = build_category_tree(categories, product_ids)
+        previous = dict(con.execute("SELECT id, parent FROM category_tree").fetchall())
+        moved = moved_categories(previous, {c: parent for c, (parent, _) in categories.items()})
         now = utcnow()
         with transaction(con):
+            # In the tree's own transaction: the moves are judged against the tree it replaces.
+            moved_counts = resequence_moved(con, moved, now=now)
             con.execute("DELETE FROM category_tree")
             load_rows(
                 con,
@@ -339,6 +344,10 @@ def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.
             "flagged": len(nodes) - by_status.get("ok", 0),
             "by_status": dg.MetadataValue.json(by_status),
             "max_depth": max_depth if max_depth is not None else -1,
+            # Moved since the last tree, with the products directly under them: resent to
+            # the outlets whose subtrees they left or entered.
+            "moved_categories": moved_counts[0],
+            "products_under_moved": moved_counts[1],
             "flagged_preview": dg.MetadataValue.md(flagged),
         },
         check_results=checks,

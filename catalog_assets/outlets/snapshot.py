@@ -58,7 +58,8 @@ def _feed_select(entity: str, where: str = "") -> str:
     An item is the record in the 1C shape (`record`, as 1C served it) or, for the narrow
     feeds, `{id, price}` / `{id, stock}`; a removed item carries `"removed": true` so an outlet
     can delist it. `changed_at` is when the change was staged (or the removal decided), for
-    lag in time.
+    lag in time. `left_scopes` are the categories whose subtree the item has left: an outlet
+    filtering on one of those gets the item as a removal (`Snapshot.page`).
     """
     feed = FEEDS[entity]
     if entity in ("categories", "products"):
@@ -70,7 +71,8 @@ def _feed_select(entity: str, where: str = "") -> str:
         SELECT {feed.seq_column} AS seq, id, {feed.scope_column} AS scope,
                greatest(staged_at, coalesce(removed_at, staged_at)) AS changed_at,
                CASE WHEN removed_at IS NULL THEN {item}
-                    ELSE json_merge_patch({item}, '{{"removed": true}}')::VARCHAR END AS item
+                    ELSE json_merge_patch({item}, '{{"removed": true}}')::VARCHAR END AS item,
+               left_subtrees AS left_scopes
         FROM {feed.table} {where}"""
 
 
@@ -402,6 +404,14 @@ def prune_snapshots(directory: Path, *, keep_minutes: float, now: float) -> int:
     return deleted
 
 
+IN_SCOPE = "scope IN (SELECT unnest($scope))"
+# Rows that have left a subtree in `$scope` and are not back in it.
+LEFT_SCOPE = (
+    "left_scopes IS NOT NULL AND list_has_any(left_scopes, $scope::VARCHAR[])"
+    " AND scope NOT IN (SELECT unnest($scope))"
+)
+
+
 class Snapshot:
     """One open, read-only snapshot file, plus what every request needs from it in memory:
     the category hierarchy (for subtree filters and registry validation) and max sequences."""
@@ -416,6 +426,14 @@ class Snapshot:
         self.max_seq = {
             entity: self._con.execute(
                 f"SELECT coalesce(max(seq), 0) FROM feed_{entity}"
+            ).fetchone()[0]
+            for entity in FEEDS
+        }
+        # The newest row that has left some subtree: a filtered outlet past it (most of the
+        # time, every outlet) reads with the plain scope filter, ~1 ms a page cheaper.
+        self.last_departure = {
+            entity: self._con.execute(
+                f"SELECT coalesce(max(seq), 0) FROM feed_{entity} WHERE left_scopes IS NOT NULL"
             ).fetchone()[0]
             for entity in FEEDS
         }
@@ -443,12 +461,23 @@ class Snapshot:
     def page(
         self, entity: str, after: int, limit: int, scope: list[str] | None
     ) -> list[tuple[int, str]]:
-        """(seq, item JSON) for up to `limit` items after `after`, in sequence order."""
-        sql = f"SELECT seq, item FROM feed_{entity} WHERE seq > $after"
+        """(seq, item JSON) for up to `limit` items after `after`, in sequence order.
+
+        With a scope, an item that has left it (it, or a category above it, moved out) comes
+        as a removal: the outlet got it while it was in scope and must delist it. An outlet
+        that never had it gets a removal it can ignore. A move always takes a new sequence
+        number, so the item's latest row is the one an outlet ends with.
+        """
         params: dict = {"after": after, "n": limit}
+        sql = f"SELECT seq, item FROM feed_{entity} WHERE seq > $after"
         if scope is not None:
-            sql += " AND scope IN (SELECT unnest($scope))"
             params["scope"] = scope
+            sql += f" AND {IN_SCOPE}"
+            if after < self.last_departure[entity]:
+                sql += f"""
+                    UNION ALL
+                    SELECT seq, json_merge_patch(item, '{{"removed": true}}')::VARCHAR
+                    FROM feed_{entity} WHERE seq > $after AND {LEFT_SCOPE}"""
         sql += " ORDER BY seq LIMIT $n"
         with self.cursor() as cur:
             return cur.execute(sql, params).fetchall()
@@ -461,8 +490,9 @@ class Snapshot:
         sql = f"SELECT count(*), min(changed_at) FROM feed_{entity} WHERE seq > $after"
         params: dict = {"after": after}
         if scope is not None:
-            sql += " AND scope IN (SELECT unnest($scope))"
             params["scope"] = scope
+            departed = f" OR ({LEFT_SCOPE})" if after < self.last_departure[entity] else ""
+            sql += f" AND ({IN_SCOPE}{departed})"
         with self.cursor() as cur:
             count, oldest = cur.execute(sql, params).fetchone()
         return int(count), oldest

@@ -3,6 +3,7 @@ a DuckDB file in tmp_path, and the snapshot it publishes."""
 
 import json
 import logging
+from pathlib import Path
 
 import duckdb
 import httpx
@@ -10,6 +11,8 @@ import pytest
 
 from catalog_assets.outlet_client import LocalStore, OutletApiError, main, sync_outlet
 from catalog_assets.outlets.feeds import CursorCodec, expand_subtrees
+from catalog_assets.outlets.snapshot import Snapshot
+from catalog_assets_tests.conftest import materializations
 from catalog_assets_tests.outlets.conftest import CURSOR_SECRET, TOKENS, token_env
 
 
@@ -228,3 +231,69 @@ def test_reference_client_cli_writes_duckdb_and_json(platform, hub, api, tmp_pat
 
     hub.monkeypatch.delenv(token_env("msk-001"))
     assert main(args) == 2  # no token in the environment: a clear refusal, no request
+
+
+def test_an_item_that_leaves_an_outlets_categories_is_delisted_there(platform, hub, api, tmp_path):
+    """Moves in 1C change what a filtered outlet may see without changing the moved items: a
+    product or a whole category that leaves the outlet's subtree must be delisted there, and
+    one that enters it must arrive, in every feed."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    groceries = category_id(platform, "Бакалея")
+    dairy = category_id(platform, "Молочная продукция")
+    hub.write_registry([hub.entry("msk-001", categories=[groceries]), hub.entry("ekb-003")])
+    outlets = {o: LocalStore(tmp_path / f"{o}.json") for o in ("msk-001", "ekb-003")}
+
+    def sync_and_check() -> None:
+        parents = {c["id"]: c["parent"] for c in catalog.categories()}
+        for outlet, store in outlets.items():
+            sync_outlet(api.client(outlet), store, limit=1000)
+        msk, everything = outlets["msk-001"].items, outlets["ekb-003"].items
+        assert set(msk["categories"]) == expand_subtrees(parents, [groceries])
+        for feed in ("products", "prices", "stock"):
+            assert set(msk[feed]) == subtree_products(platform, groceries), feed
+            assert set(everything[feed]) == {p["id"] for p in catalog.products()}, feed
+        assert set(everything["categories"]) == set(parents)
+
+    sync_and_check()
+    parents = {c["id"]: c["parent"] for c in catalog.categories()}
+    dairy_leaf = next(c for c in expand_subtrees(parents, [dairy]) if c not in parents.values())
+    # The child of groceries with the most products under it leaves, with its subtree.
+    branch = max(
+        (c for c, parent in parents.items() if parent == groceries),
+        key=lambda c: len(subtree_products(platform, c)),
+    )
+    branch_products = subtree_products(platform, branch)
+    leaving = sorted(subtree_products(platform, groceries) - branch_products)[0]
+    entering = sorted(subtree_products(platform, dairy))[0]
+    assert branch_products
+    catalog.upsert_product({"id": leaving, "parent": dairy_leaf})
+    catalog.upsert_product({"id": entering, "parent": groceries})
+    catalog.upsert_category(branch, dairy, catalog.get(branch)["name"])
+    pushes_before = len(platform.tec.requests)
+    moved = platform.run("incremental_sync")
+    assert moved.success
+    tree = materializations(moved, "category_tree")
+    assert tree["moved_categories"] == len(expand_subtrees(parents, [branch]))
+    assert tree["products_under_moved"] == len(branch_products)
+    # The outlet's lag counts what it must delist, too.
+    current = Path(hub.resource.snapshot_dir) / "CURRENT"
+    snapshot = Snapshot(str(current.parent / current.read_text().strip()))
+    try:
+        acked = CursorCodec(CURSOR_SECRET.encode()).decode(
+            outlets["msk-001"].cursors["products"], "msk-001", "products"
+        )
+        scope = snapshot.scope((groceries,))
+        assert snapshot.backlog("products", acked, scope)[0] == len(branch_products) + 2
+    finally:
+        snapshot.close()
+    sync_and_check()
+    # Moving a category changes no product's content: Tec.Delivery gets only what changed.
+    pushed = {i for r in platform.tec.requests[pushes_before:] for i in r["external_ids"]}
+    assert pushed == {leaving, entering, branch}
+
+    # The branch comes back: its products arrive again at the filtered outlet.
+    catalog.upsert_category(branch, groceries, catalog.get(branch)["name"])
+    assert platform.run("incremental_sync").success
+    sync_and_check()
+    assert branch_products <= set(outlets["msk-001"].items["products"])
