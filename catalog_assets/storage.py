@@ -401,6 +401,7 @@ class RemovalDecision:
     max_share: float
     blocked: bool
     applied: int
+    quarantine_resolved: int = 0
 
 
 def apply_removals(
@@ -415,7 +416,9 @@ def apply_removals(
     """After a complete, consistent pass: rows not seen since it started are gone from 1C.
 
     A guard refuses to remove more than `max_share` of the live rows at once — a half-empty
-    answer from 1C must not empty the shop — unless an operator confirmed this run.
+    answer from 1C must not empty the shop — unless an operator confirmed this run. The same
+    judgement resolves quarantined records the pass did not meet again: 1C no longer serves
+    them, and a record without an id could not be resolved any other way.
     """
     table = STAGING_TABLE[entity]
     would_remove, live_total = con.execute(
@@ -439,6 +442,14 @@ def apply_removals(
                 {"now": utcnow(), "start": pass_started},
             )
             applied = would_remove
+        resolved = 0
+        if not blocked:
+            resolved = con.execute(
+                """UPDATE quarantine SET resolved_at = $now
+                   WHERE entity = $entity AND resolved_at IS NULL AND last_seen_at < $start
+                     AND record_key NOT LIKE 'page@%'""",
+                {"now": utcnow(), "entity": entity, "start": pass_started},
+            ).fetchone()[0]
         con.execute(
             """INSERT INTO removal_guard VALUES (?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (entity) DO UPDATE SET run_id = excluded.run_id,
@@ -447,7 +458,7 @@ def apply_removals(
                    decided_at = excluded.decided_at""",
             [entity, run_id, would_remove, live_total, max_share, blocked, utcnow()],
         )
-    return RemovalDecision(would_remove, live_total, max_share, blocked, applied)
+    return RemovalDecision(would_remove, live_total, max_share, blocked, applied, resolved)
 
 
 def preview(

@@ -177,6 +177,7 @@ def finish_pass(
             run_id=context.run_id,
         )
         metadata["removed"] = decision.applied
+        metadata["quarantine_resolved_as_gone"] = decision.quarantine_resolved
         if decision.blocked:
             context.log.error(
                 f"Removal guard: {decision.would_remove} of {decision.live_total} {entity} are "

@@ -75,7 +75,7 @@ def test_bad_records_and_pages_are_quarantined_and_the_rest_syncs(platform, ledg
     catalog = platform.catalog
     for record in BAD_RECORDS.values():
         catalog.add_raw(record)
-    catalog.add_raw(NO_ID)
+    no_id_key = catalog.add_raw(NO_ID)
     some_product = catalog.products()[0]["id"]
     catalog.upsert_category("orphan", "no-such-parent", "Сирота", T)
     catalog.upsert_category("cyc-a", "cyc-b", "Цикл А", T)
@@ -194,6 +194,12 @@ def test_bad_records_and_pages_are_quarantined_and_the_rest_syncs(platform, ledg
     assert lost == set()
     assert platform.tec.products["bad-price"]["price"] == 100
     assert platform.tec.products["lost-parent"]["external_parent_id"] == "orphan"
+
+    # 1C drops the record without an id: the next full resync no longer meets it.
+    catalog.remove(no_id_key)
+    third = platform.run("full_resync")
+    assert materializations(third, "onec_products")["quarantine_resolved_as_gone"] == 1
+    assert checks(third)[("onec_products", "no_quarantined_records")].passed
 
 
 def test_a_product_that_turns_bad_stays_live_until_1c_fixes_it(platform, ledger):
