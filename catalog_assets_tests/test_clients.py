@@ -64,8 +64,8 @@ def test_walk_reaches_every_level_and_every_sibling():
         report = PassReport()
         found = [
             r["id"]
-            for records in client(onec).walk_categories(modified_since=EPOCH, report=report)
-            for r in records
+            for page in client(onec).walk_categories(modified_since=EPOCH, report=report)
+            for r in page.records
         ]
         assert sorted(found) == sorted(c["id"] for c in catalog.categories())
         assert len(found) == len(set(found)) == 6 + 150 + 1

@@ -101,6 +101,12 @@ class UnusablePage:
     offset: int
     problem: str
     raw: str
+    parent: str | None = None  # set for a page of the tree walk
+
+    @property
+    def key(self) -> str:
+        where = f"parent={self.parent}:" if self.parent is not None else ""
+        return f"page@{where}{self.offset}"
 
 
 def split_page(
@@ -110,7 +116,7 @@ def split_page(
     bad: list[Rejection] = []
     for record in records:
         if isinstance(record, UnusablePage):
-            bad.append(Rejection(f"page@{record.offset}", record.problem, record.raw))
+            bad.append(Rejection(record.key, record.problem, record.raw))
             continue
         result = validate_record(record, expected_type)
         (good if isinstance(result, StagedRecord) else bad).append(result)
@@ -216,7 +222,7 @@ def onec_categories(
             walked = stage_pass(
                 con,
                 "categories",
-                onec.walk_categories(modified_since=EPOCH, report=report),
+                _records(onec.walk_categories(modified_since=EPOCH, report=report)),
                 seen_at=pass_started,
                 run_id=context.run_id,
             )
@@ -270,7 +276,7 @@ def onec_categories(
 def _records(pages: Iterable[CatalogPage]) -> Iterator[list[Any]]:
     for page in pages:
         if page.problem:
-            yield [UnusablePage(page.offset, page.problem, page.raw or "")]
+            yield [UnusablePage(page.offset, page.problem, page.raw or "", page.parent)]
         else:
             yield page.records
 

@@ -46,6 +46,7 @@ class CatalogPage:
     problem: str | None = None
     raw: str | None = None
     latency_s: float = 0.0  # request sent to response headers in: how slow 1C itself is
+    parent: str | None = None  # the `parent` asked for (tree walk), so a problem names it
 
 
 @dataclass
@@ -280,12 +281,14 @@ class OneCCatalogClient(dg.ConfigurableResource):
                 if known_count is None and attempt == self.bad_page_retries:
                     raise
                 if attempt == self.bad_page_retries:
-                    problem = CatalogPage(offset, known_count, [], problem=str(exc), raw=exc.body)
+                    problem = CatalogPage(
+                        offset, known_count, [], problem=str(exc), raw=exc.body, parent=parent
+                    )
                     return problem, attempt + 1
                 time.sleep(self.backoff_seconds * (2**attempt))
         raise AssertionError("unreachable")
 
-    def walk_categories(self, *, modified_since: str, report: PassReport) -> Iterator[list[Any]]:
+    def walk_categories(self, *, modified_since: str, report: PassReport) -> Iterator[CatalogPage]:
         """The seed's walk: children of `parent=0`, then of each category found.
 
         Up to `walk_concurrency` parents are asked at once (bounded, so a 1C server is not
@@ -295,6 +298,10 @@ class OneCCatalogClient(dg.ConfigurableResource):
         Each parent's children are paged sequentially (almost all fit one page). A category
         reached twice (1C reporting a cycle or a duplicate) is not descended into again, so
         the walk always ends. Pages are yielded as parents complete, in no fixed order.
+
+        A parent whose page stays unusable (its first one included: the flat listing that
+        follows a full walk still meets the categories under it) is yielded as a problem page
+        and held as an anomaly, so the walk goes on and the caller quarantines the page.
         """
         visited: set[str] = {ROOT_PARENT}
         width = max(1, self.walk_concurrency)
@@ -310,31 +317,35 @@ class OneCCatalogClient(dg.ConfigurableResource):
                         report.records += parent_report.records
                         report.duplicate_ids += parent_report.duplicate_ids
                         report.anomalies.extend(parent_report.anomalies)
-                        for records in pages:
-                            for record in records:
+                        for page in pages:
+                            for record in page.records:
                                 record_id = record.get("id") if isinstance(record, dict) else None
                                 if isinstance(record_id, str) and record_id not in visited:
                                     visited.add(record_id)
                                     running.add(
                                         pool.submit(self._children, record_id, modified_since)
                                     )
-                            yield records
+                            yield page
             finally:
                 for future in running:
                     future.cancel()
 
-    def _children(self, parent: str, modified_since: str) -> tuple[PassReport, list[list[Any]]]:
+    def _children(self, parent: str, modified_since: str) -> tuple[PassReport, list[CatalogPage]]:
         report = PassReport()
-        pages = [
-            page.records
+        pages: list[CatalogPage] = []
+        try:
             for page in self.pages(
                 type="category",
                 modified_since=modified_since,
                 parent=parent,
                 report=report,
                 concurrency=1,
-            )
-        ]
+            ):
+                pages.append(page)
+        except OneCResponseError as exc:  # the first page stayed unusable
+            report.requests += self.bad_page_retries + 1
+            report.anomalies.append(str(exc))
+            pages.append(CatalogPage(0, 0, [], problem=str(exc), raw=exc.body, parent=parent))
         return report, pages
 
 

@@ -4,7 +4,8 @@ Record-level problems go to the `quarantine` table (reason + raw record) and fai
 `no_quarantined_records`. Problems only the whole catalog shows (unknown parent, cycle, a parent
 that is a product) are flagged in `category_tree` and fail `category_tree_is_whole`; products
 held back because of their parent fail `no_held_back_items`. Unusable pages are asked again and,
-if they stay bad, quarantined as `page@<offset>` with the cursor held. The rest always syncs.
+if they stay bad, quarantined as `page@<offset>` (`page@parent=<id>:<offset>` in the tree walk)
+with the cursor held. The rest always syncs.
 """
 
 from ..conftest import materializations
@@ -218,3 +219,37 @@ def test_a_product_that_turns_bad_stays_live_until_1c_fixes_it(platform, ledger)
     assert platform.query(
         "SELECT enabled IS NOT false FROM tec_delivery_products WHERE external_id = ?", [good]
     ) == [(True,)]
+
+
+def test_an_unusable_walk_page_is_quarantined_and_the_walk_goes_on(platform, ledger):
+    """A parent whose children 1C keeps answering with garbage: the rest of the tree is
+    walked, the flat listing still stages the categories under it, and the page is
+    quarantined with the cursor held until a clean pass re-reads it."""
+    catalog = platform.catalog
+    parent = next(c["id"] for c in catalog.categories() if c["parent"] == "0")
+    under = [c["id"] for c in catalog.categories() if c["parent"] == parent]
+    assert under
+    platform.onec.inject(
+        status=200,
+        body="<html>502 Bad Gateway</html>",
+        content_type="text/html",
+        times=3,  # every attempt at the parent's first page
+        match=lambda q: q.get("parent") == parent,
+    )
+    ledger.bad_input("unusable 1C page answer", 3)
+
+    first = platform.run("full_resync")
+    assert first.success
+    meta = materializations(first, "onec_categories")
+    assert meta["pass_consistent"] is False and "not JSON" in meta["paging_anomalies"]
+    rows = platform.query(
+        "SELECT record_key, reason FROM quarantine WHERE resolved_at IS NULL AND entity = 'categories'"
+    )
+    assert [key for key, _ in rows] == [f"page@parent={parent}:0"]
+    assert not checks(first)[("onec_categories", "no_quarantined_records")].passed
+    assert set(under) <= delivered(platform, "category")  # met by the flat listing
+    assert delivered(platform, "category") == live_valid_ids(platform, "category")
+
+    second = platform.run("full_resync")  # 1C answers properly again
+    assert materializations(second, "onec_categories")["pass_consistent"] is True
+    assert checks(second)[("onec_categories", "no_quarantined_records")].passed
