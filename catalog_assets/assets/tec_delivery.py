@@ -442,7 +442,7 @@ def push_entity(
     client: TecDeliveryClient,
     entity: str,
     config: PushConfig,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Categories go one depth level at a time, so when a level is sent every parent's fate is
     already in DuckDB: children of a category that was not delivered are held back rather
     than sent to be refused. Products go after all categories."""
@@ -515,22 +515,28 @@ def push_entity(
         checks = evaluate_checks(con, PUSH_TABLE[entity])
     if tally.failed_ids:
         metadata["failed_preview"] = dg.MetadataValue.text(", ".join(tally.failed_ids[:20]))
+    failure = None
     if tally.transport_error:
-        raise dg.Failure(
+        failure = dg.Failure(
             description=f"Push of {entity} stopped; every undelivered item stays pending for the "
             f"next run. {tally.transport_error}",
             metadata=metadata,
         )
-    if tally.attempted and tally.rejected / tally.attempted > MAX_REJECT_SHARE:
-        raise dg.Failure(
+    elif tally.attempted and tally.rejected / tally.attempted > MAX_REJECT_SHARE:
+        failure = dg.Failure(
             description=f"Tec.Delivery rejected {tally.rejected} of {tally.attempted} {entity} "
             f"(> {MAX_REJECT_SHARE:.0%}); see push_batches and {PUSH_TABLE[entity]}.last_error",
             metadata=metadata,
         )
+    if failure is not None:
+        # The checks judge DuckDB, which this push changed even though it failed: reported
+        # now, a dead letter's ERROR alerts with this run, not after the next completed push.
+        yield from checks
+        raise failure
     context.log.info(
         f"{entity}: pushed {tally.delivered} of {tally.attempted} in {tally.http_requests} requests"
     )
-    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+    yield dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
 @dg.asset(
@@ -546,8 +552,8 @@ def tec_delivery_categories(
     config: PushConfig,
     store: CatalogStore,
     tec_delivery: TecDeliveryClient,
-) -> dg.MaterializeResult:
-    return push_entity(context, store, tec_delivery, "categories", config)
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    yield from push_entity(context, store, tec_delivery, "categories", config)
 
 
 @dg.asset(
@@ -563,5 +569,5 @@ def tec_delivery_products(
     config: PushConfig,
     store: CatalogStore,
     tec_delivery: TecDeliveryClient,
-) -> dg.MaterializeResult:
-    return push_entity(context, store, tec_delivery, "products", config)
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    yield from push_entity(context, store, tec_delivery, "products", config)

@@ -66,6 +66,13 @@ def test_poison_items_are_isolated_capped_dead_lettered_and_redriven(platform, l
             )
         )
         assert attempts == dict.fromkeys(poison, attempt)
+        # The failing step still reports its checks; the last attempt's dead letters are
+        # an ERROR with this very run.
+        check = check_result(run, "tec_delivery_products", "no_rejected_items")
+        assert not check.passed
+        dead_now = attempt == MAX_ATTEMPTS
+        assert (check.severity == dg.AssetCheckSeverity.ERROR) is dead_now
+        assert check.metadata["dead_lettered"].value == (2 if dead_now else 0)
     dead = platform.query(
         "SELECT external_id FROM tec_delivery_products WHERE dead_lettered_at IS NOT NULL"
     )
