@@ -355,7 +355,12 @@ def resequence_moved(
     """Give moved categories (`tree.moved_categories`) and the products directly under them
     new sequence numbers in every feed, recording the subtrees they left. Their content did
     not change, so nothing is re-pushed to Tec.Delivery; only the outlet feeds move. Returns
-    (categories, products) resequenced."""
+    (categories, products) resequenced.
+
+    An item that had already left a moved category (it names it in `left_subtrees`) inherits
+    what the category left too: an outlet that still holds a product from under the category
+    no longer finds the category in its subtree, and must still be told to delist the product.
+    """
     if not moved:
         return 0, 0
     load_rows(
@@ -380,6 +385,22 @@ def resequence_moved(
             FROM moved_categories m WHERE t.parent = m.id""",
         {"now": now},
     ).fetchone()[0]
+    for table in STAGING_TABLE.values():
+        narrow = (
+            ", price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq')"
+            if table == "onec_products"
+            else ""
+        )
+        con.execute(
+            f"""UPDATE {table} AS t SET change_seq = nextval('catalog_change_seq'){narrow},
+                    staged_at = $now,
+                    left_subtrees = list_distinct(t.left_subtrees || inherited.left_subtrees)
+                FROM (SELECT i.id, flatten(list(m.left_subtrees)) AS left_subtrees
+                      FROM {table} i JOIN moved_categories m ON list_contains(i.left_subtrees, m.id)
+                      WHERE i.left_subtrees IS NOT NULL GROUP BY i.id) AS inherited
+                WHERE t.id = inherited.id""",
+            {"now": now},
+        )
     con.execute("DROP TABLE moved_categories")
     return categories, products
 

@@ -297,3 +297,30 @@ def test_an_item_that_leaves_an_outlets_categories_is_delisted_there(platform, h
     assert platform.run("incremental_sync").success
     sync_and_check()
     assert branch_products <= set(outlets["msk-001"].items["products"])
+
+
+def test_a_product_is_delisted_even_if_its_old_category_also_left_before_the_outlet_called(
+    platform, hub, api, tmp_path
+):
+    platform.run("full_resync")
+    catalog = platform.catalog
+    groceries = category_id(platform, "Бакалея")
+    dairy = category_id(platform, "Молочная продукция")
+    hub.write_registry([hub.entry("msk-001", categories=[groceries])])
+    store = LocalStore(tmp_path / "msk.json")
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    parents = {c["id"]: c["parent"] for c in catalog.categories()}
+    branch = next(c for c, parent in parents.items() if parent == groceries)
+    product = sorted(p["id"] for p in catalog.products() if p["parent"] == branch)[0]
+    assert product in store.items["products"]
+
+    # The product leaves its category, then the category leaves groceries; the outlet was
+    # not calling meanwhile, so it no longer finds the product's old category in its subtree.
+    catalog.upsert_product({"id": product, "parent": dairy})
+    assert platform.run("incremental_sync").success
+    catalog.upsert_category(branch, dairy, catalog.get(branch)["name"])
+    assert platform.run("incremental_sync").success
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    for feed in ("products", "prices", "stock"):
+        assert set(store.items[feed]) == subtree_products(platform, groceries), feed
+    assert product not in store.items["products"] and branch not in store.items["categories"]
