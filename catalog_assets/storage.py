@@ -371,7 +371,10 @@ def resequence_moved(
             "left_subtrees": ("VARCHAR[]", [sorted(left) for left in moved.values()]),
         },
     )
-    merged = "list_distinct(coalesce(t.left_subtrees, []) || m.left_subtrees)"
+    # NULL, not [], when nothing was left (a move within a subtree): outlets' page queries
+    # take the cheaper path while no row past their cursor has left a subtree.
+    merged = """CASE WHEN len(coalesce(t.left_subtrees, []) || m.left_subtrees) = 0 THEN NULL
+                ELSE list_distinct(coalesce(t.left_subtrees, []) || m.left_subtrees) END"""
     categories = con.execute(
         f"""UPDATE onec_categories AS t SET change_seq = nextval('catalog_change_seq'),
                 staged_at = $now, left_subtrees = {merged}

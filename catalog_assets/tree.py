@@ -127,13 +127,20 @@ def moved_categories(
     Outlets filter their feeds by subtree, so a move changes what an outlet may see without
     changing the moved items' content: a category that moved (and everything under it) must
     reach an outlet once more, as a removal if it left the outlet's subtree, or at all if it
-    entered one. Categories new since the old tree have no place to leave and are not listed.
+    entered one. Categories new since the old tree have no place to leave, and those gone from
+    the new one nowhere to be sent: neither is listed.
+
+    A category's ancestors change exactly when some category at or above it (in the new tree)
+    has another parent link than before: its own move, an ancestor's, or a parent that is new
+    (an orphan whose missing parent appears) or gone.
     """
     children: dict[str, list[str]] = {}
     for child, parent in new_parents.items():
         children.setdefault(parent, []).append(child)
     frontier = [
-        c for c, parent in new_parents.items() if c in old_parents and old_parents[c] != parent
+        c
+        for c in old_parents.keys() | new_parents.keys()
+        if old_parents.get(c) != new_parents.get(c)
     ]
     moved: dict[str, frozenset[str]] = {}
     visited: set[str] = set()
@@ -142,7 +149,7 @@ def moved_categories(
         if node in visited:
             continue
         visited.add(node)
-        if node in old_parents:
+        if node in old_parents and node in new_parents:
             moved[node] = ancestors(node, old_parents) - ancestors(node, new_parents)
         frontier.extend(children.get(node, ()))
     return moved

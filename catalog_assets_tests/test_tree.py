@@ -73,3 +73,11 @@ def test_moves_within_a_subtree_leave_nothing_and_cycles_end():
         "b": frozenset(),
         "c": frozenset(),
     }
+
+
+def test_an_orphan_whose_parent_appears_has_moved():
+    """Its own parent link did not change, but it now hangs under a root: it entered that
+    subtree (with everything under it) and must reach the outlets that filter on it."""
+    old = {"a": "0", "orphan": "missing", "under": "orphan"}
+    new = {**old, "missing": "a"}
+    assert moved_categories(old, new) == {"orphan": frozenset(), "under": frozenset()}

@@ -161,10 +161,12 @@ def finish_pass(
         with transaction(con):
             if cursor_after and cursor_after != cursor_before:
                 set_cursor(con, entity, cursor_after, context.run_id)
-            # A clean pass from a held cursor has re-read whatever an unusable page hid.
+            # A clean pass from a held cursor has re-read whatever an unusable page hid; a
+            # page of the tree walk only a clean walk re-reads (a full pass).
+            walk_pages = "" if config.full else " AND record_key NOT LIKE 'page@parent=%'"
             con.execute(
                 "UPDATE quarantine SET resolved_at = ? WHERE entity = ? AND resolved_at IS NULL"
-                " AND record_key LIKE 'page@%'",
+                f" AND record_key LIKE 'page@%'{walk_pages}",
                 [utcnow(), entity],
             )
     else:

@@ -19,7 +19,7 @@ after the backup a store was restored from, numbers rows by a history this store
 have. A full copy is also made for another feed format, when the changes are large (more than
 `MAX_REPLACED_ROWS` in a feed, or more than `COMPACT_SHARE` of the rows replaced since the last
 full copy, which bounds the file's dead rows and the rows appended out of sequence order: a
-price row whose product moved keeps its number), and when building on the base fails.
+price row whose product was renamed keeps its number), and when building on the base fails.
 """
 
 from __future__ import annotations

@@ -324,3 +324,33 @@ def test_a_product_is_delisted_even_if_its_old_category_also_left_before_the_out
     for feed in ("products", "prices", "stock"):
         assert set(store.items[feed]) == subtree_products(platform, groceries), feed
     assert product not in store.items["products"] and branch not in store.items["categories"]
+
+
+def test_an_orphan_whose_parent_appears_reaches_the_outlet_with_its_products(
+    platform, hub, api, tmp_path
+):
+    """No category's own parent changed, yet the orphan (and its product) entered the
+    outlet's subtree after the outlet's cursor had passed their rows."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    groceries = category_id(platform, "Бакалея")
+    hub.write_registry([hub.entry("msk-001", categories=[groceries])])
+    store = LocalStore(tmp_path / "msk.json")
+    catalog.upsert_category("orphan", "missing-parent", "Сирота")
+    catalog.upsert_product(
+        {"id": "under-orphan", "parent": "orphan", "type": "product", "name": "Ждёт", "price": 1}
+    )
+    assert platform.run("incremental_sync").success
+    in_scope = sorted(subtree_products(platform, groceries))[0]
+    catalog.upsert_product({"id": in_scope, "name": "Переименован"})  # the cursor moves past
+    assert platform.run("incremental_sync").success
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    assert "orphan" not in store.items["categories"]
+
+    catalog.upsert_category("missing-parent", groceries, "Нашёлся")
+    healed = platform.run("incremental_sync")
+    assert healed.success
+    assert materializations(healed, "category_tree")["moved_categories"] == 1  # the orphan
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    assert {"missing-parent", "orphan"} <= set(store.items["categories"])
+    assert "under-orphan" in store.items["products"]
