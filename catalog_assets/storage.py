@@ -353,8 +353,8 @@ def resequence_moved(
     con: duckdb.DuckDBPyConnection, moved: dict[str, frozenset[str]], *, now: datetime
 ) -> tuple[int, int]:
     """Give moved categories (`tree.moved_categories`) and the products directly under them
-    new sequence numbers in every feed, recording the subtrees they left. Their content did
-    not change, so nothing is re-pushed to Tec.Delivery; only the outlet feeds move. Returns
+    new sequence numbers in every feed, recording the subtrees they left. This changes no
+    content, so it re-pushes nothing to Tec.Delivery; only the outlet feeds move. Returns
     (categories, products) resequenced.
 
     An item that had already left a moved category (it names it in `left_subtrees`) inherits
