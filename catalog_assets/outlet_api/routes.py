@@ -24,12 +24,14 @@ from catalog_assets.outlet_api.deps import (
 from catalog_assets.outlet_api.schemas import Changes, ErrorBody, Health
 from catalog_assets.outlets.feeds import (
     DEFAULT_LIMIT,
+    EVERYTHING,
     FEEDS,
     MAX_LIMIT,
     CursorError,
     page_cursor_seq,
     parse_entity,
     parse_limit,
+    scope_key,
 )
 from catalog_assets.outlets.state import StateUnavailable, utc_now
 
@@ -73,22 +75,33 @@ def changes(
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
         try:
-            sent = service.codec.decode(cursor, outlet_id, feed.name) if cursor else None
+            sent, sent_scope = (
+                service.codec.decode_position(cursor, outlet_id, feed.name)
+                if cursor
+                else (None, None)
+            )
         except CursorError as exc:
             raise ApiError(400, "invalid_cursor", str(exc)) from None
+        outlet = view.registry.outlets[outlet_id]
+        roots = outlet.categories or None
         try:
-            after = service.state.begin_request(outlet_id, feed.name, sent, utc_now())
+            position = service.state.begin_request(
+                outlet_id, feed.name, sent, utc_now(), sent_scope=sent_scope, roots=roots
+            )
         except StateUnavailable as exc:
             raise store_unavailable(f"outlet state cannot be written ({exc})") from None
         if view.snapshot is None:
             raise store_unavailable(view.snapshot_problem or "no feed snapshot")
-        outlet = view.registry.outlets[outlet_id]
-        scope = view.snapshot.scope(outlet.categories) if outlet.categories else None
-        rows = view.snapshot.page(feed.name, after, size + 1, scope)
+        after = position.after
+        scope = view.snapshot.scope(roots) if roots else None
+        held = position.held
+        if scope is not None and held is not None and held != EVERYTHING:
+            held = view.snapshot.scope(held)
+        rows = view.snapshot.page(feed.name, after, size + 1, scope, held=held)
     has_more = len(rows) > size
     rows = rows[:size]
     next_cursor = service.codec.encode(
-        outlet_id, feed.name, page_cursor_seq(after, [r[0] for r in rows])
+        outlet_id, feed.name, page_cursor_seq(after, [r[0] for r in rows]), scope_key(roots)
     )
     body = (
         '{"items": ['

@@ -73,15 +73,21 @@ class CursorCodec:
     def _tag(self, payload: bytes) -> bytes:
         return hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]
 
-    def encode(self, outlet: str, entity: str, seq: int) -> str:
-        payload = json.dumps(
-            {"o": outlet, "e": entity, "s": int(seq)}, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+    def encode(self, outlet: str, entity: str, seq: int, scope: str | None = None) -> str:
+        """`scope` (`scope_key`) names the category filter the position was taken under."""
+        data: dict = {"o": outlet, "e": entity, "s": int(seq)}
+        if scope is not None:
+            data["k"] = scope
+        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
         return f"{_b64(payload)}.{_b64(self._tag(payload))}"
 
     def decode(self, cursor: str, outlet: str, entity: str) -> int:
-        """The sequence number in `cursor`, if it is ours and was minted for this outlet and
-        entity; otherwise CursorError saying which of those it is not."""
+        return self.decode_position(cursor, outlet, entity)[0]
+
+    def decode_position(self, cursor: str, outlet: str, entity: str) -> tuple[int, str | None]:
+        """The sequence number in `cursor` and the scope it was taken under (None in cursors
+        minted before scopes were), if it is ours and was minted for this outlet and entity;
+        otherwise CursorError saying which of those it is not."""
         body, dot, tag = cursor.partition(".")
         if not dot or not body or not tag or len(cursor) > 512:
             raise CursorError("cursor is not one this API issued (malformed)")
@@ -105,7 +111,29 @@ class CursorCodec:
             raise CursorError(f"cursor was issued for the {minted_entity!r} feed, not {entity!r}")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise CursorError("cursor is not one this API issued (bad position)")
-        return seq
+        scope = data.get("k")
+        return seq, scope if isinstance(scope, str) else None
+
+
+# Stands for "the whole catalog": an unfiltered outlet's scope, or what an outlet that was
+# unfiltered may still hold.
+EVERYTHING = "*"
+
+
+def scope_key(roots: tuple[str, ...] | None) -> str:
+    """Names an outlet's category filter, so a position taken under one filter is never taken
+    for a position under another (the items before it were filtered differently)."""
+    if roots is None:
+        return EVERYTHING
+    return hashlib.sha1("\n".join(sorted(set(roots))).encode()).hexdigest()[:12]
+
+
+def merge_held(held: list[str] | str | None, roots: tuple[str, ...] | None) -> list[str] | str:
+    """What an outlet may hold items from after its filter changed from `roots`: the roots of
+    the filters it had (`EVERYTHING` absorbs the rest)."""
+    if held == EVERYTHING or roots is None:
+        return EVERYTHING
+    return sorted(set(held or ()) | set(roots))
 
 
 def expand_subtrees(parents: Mapping[str, str], roots: Iterable[str]) -> frozenset[str]:

@@ -40,7 +40,7 @@ from typing import Any
 
 import duckdb
 
-from catalog_assets.outlets.feeds import FEEDS, expand_subtrees
+from catalog_assets.outlets.feeds import EVERYTHING, FEEDS, expand_subtrees
 
 logger = logging.getLogger("catalog_assets.outlets")
 
@@ -410,6 +410,9 @@ LEFT_SCOPE = (
     "left_scopes IS NOT NULL AND list_has_any(left_scopes, $scope::VARCHAR[])"
     " AND scope NOT IN (SELECT unnest($scope))"
 )
+# Rows of categories an outlet had before its filter changed (`$held`), not in the new one.
+HELD_SCOPE = "scope IN (SELECT unnest($held)) AND scope NOT IN (SELECT unnest($scope))"
+HELD_EVERYTHING = "scope NOT IN (SELECT unnest($scope))"
 
 
 class Snapshot:
@@ -459,7 +462,12 @@ class Snapshot:
         return self._con.cursor()
 
     def page(
-        self, entity: str, after: int, limit: int, scope: list[str] | None
+        self,
+        entity: str,
+        after: int,
+        limit: int,
+        scope: list[str] | None,
+        held: list[str] | str | None = None,
     ) -> list[tuple[int, str]]:
         """(seq, item JSON) for up to `limit` items after `after`, in sequence order.
 
@@ -467,17 +475,29 @@ class Snapshot:
         as a removal: the outlet got it while it was in scope and must delist it. An outlet
         that never had it gets a removal it can ignore. A move always takes a new sequence
         number, so the item's latest row is the one an outlet ends with.
+
+        `held` (category ids, or `EVERYTHING`) is what the outlet had before its own filter
+        changed: those items outside the new filter come as removals too.
         """
         params: dict = {"after": after, "n": limit}
         sql = f"SELECT seq, item FROM feed_{entity} WHERE seq > $after"
         if scope is not None:
             params["scope"] = scope
             sql += f" AND {IN_SCOPE}"
+            removals = []
             if after < self.last_departure[entity]:
+                removals.append(LEFT_SCOPE)
+            if held == EVERYTHING:
+                removals.append(HELD_EVERYTHING)
+            elif held:
+                removals.append(HELD_SCOPE)
+                params["held"] = list(held)
+            if removals:
                 sql += f"""
                     UNION ALL
                     SELECT seq, json_merge_patch(item, '{{"removed": true}}')::VARCHAR
-                    FROM feed_{entity} WHERE seq > $after AND {LEFT_SCOPE}"""
+                    FROM feed_{entity} WHERE seq > $after
+                      AND ({" OR ".join(f"({r})" for r in removals)})"""
         sql += " ORDER BY seq LIMIT $n"
         with self.cursor() as cur:
             return cur.execute(sql, params).fetchall()

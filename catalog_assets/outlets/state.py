@@ -8,10 +8,18 @@ Sending a cursor acknowledges everything up to it; the server stores what was se
 older position: an outlet restored from a backup needs those items again). Delivery is
 at-least-once: the server never assumes a page arrived until the outlet says so by sending
 the cursor after it.
+
+A position is only meaningful under the category filter it was taken with (`scope_key`): when
+an outlet's `categories` change, its next call in each feed starts again from the beginning
+under the new filter (a widened filter brings the older items of the new categories), and
+the roots it had are remembered (`held`) so that it is told to delist what it may still hold
+from categories it no longer has. A cursor carries its scope, so an outlet that sends a
+cursor from before the change (its answer to the first call got lost) starts again too.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from catalog_assets.outlets.feeds import merge_held, scope_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS acks (
@@ -32,6 +42,18 @@ CREATE TABLE IF NOT EXISTS registry_problems (
     outlet TEXT PRIMARY KEY, problem TEXT NOT NULL, reported_at TEXT NOT NULL
 );
 """
+# Added to `acks` after the first release: the filter a position was taken under (`scope`,
+# `roots` as JSON) and what the outlet may still hold from earlier filters (`held`, JSON).
+ACK_COLUMNS = ("scope", "roots", "held")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a read continues, and the roots (or `EVERYTHING`) of categories the outlet had
+    before its filter changed, whose items it must be told to delist (None: nothing)."""
+
+    after: int
+    held: tuple[str, ...] | str | None = None
 
 
 class StateUnavailable(RuntimeError):
@@ -59,6 +81,10 @@ class OutletState:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as con:
             con.executescript(SCHEMA)
+            present = {row[1] for row in con.execute("PRAGMA table_info(acks)")}
+            for column in ACK_COLUMNS:
+                if column not in present:
+                    con.execute(f"ALTER TABLE acks ADD COLUMN {column} TEXT")
 
     def _connection(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
@@ -87,29 +113,69 @@ class OutletState:
         except sqlite3.Error as exc:
             raise StateUnavailable(f"outlet state {self.path}: {exc}") from None
 
-    def begin_request(self, outlet: str, entity: str, sent_seq: int | None, now: datetime) -> int:
-        """Record the contact (and the acknowledgement, when a cursor was sent) and return the
-        sequence to continue after: the sent one, else the last acknowledged, else 0."""
+    def begin_request(
+        self,
+        outlet: str,
+        entity: str,
+        sent_seq: int | None,
+        now: datetime,
+        *,
+        sent_scope: str | None = None,
+        roots: tuple[str, ...] | None = None,
+    ) -> Position:
+        """Record the contact (and the acknowledgement, when a cursor was sent) and return
+        where to continue: after the sent position, else the last acknowledged, else 0; from
+        0 when the outlet's filter (`roots`, None for the whole catalog) is not the one that
+        position was taken under."""
         stamp = now.isoformat(timespec="seconds")
+        current = scope_key(roots)
         with self._write() as con:
             con.execute(
                 """INSERT INTO contacts VALUES (?, ?, 1) ON CONFLICT (outlet) DO UPDATE SET
                    last_contact_at = excluded.last_contact_at, requests = requests + 1""",
                 (outlet, stamp),
             )
-            if sent_seq is None:
-                row = con.execute(
-                    "SELECT seq FROM acks WHERE outlet = ? AND entity = ?", (outlet, entity)
-                ).fetchone()
-                start = row[0] if row else 0
+            row = con.execute(
+                "SELECT seq, scope, roots, held FROM acks WHERE outlet = ? AND entity = ?",
+                (outlet, entity),
+            ).fetchone()
+            stored_seq, stored_scope, stored_roots, stored_held = row or (0, None, None, None)
+            held = json.loads(stored_held) if stored_held else None
+            # Positions from before scopes were recorded (scope NULL, a cursor without one)
+            # are taken as they are.
+            taken_under = sent_scope if sent_seq is not None else stored_scope
+            if row is None and sent_seq is None:
+                return Position(0, held)
+            if taken_under is not None and taken_under != current:
+                if stored_scope == taken_under and stored_roots is not None:
+                    before = json.loads(stored_roots)
+                    before = tuple(before) if isinstance(before, list) else None
+                else:  # a cursor from a filter we no longer know: it may have held anything
+                    before = None
+                held = merge_held(held, before)
+                start = 0
             else:
-                con.execute(
-                    """INSERT INTO acks VALUES (?, ?, ?, ?) ON CONFLICT (outlet, entity)
-                       DO UPDATE SET seq = excluded.seq, acked_at = excluded.acked_at""",
-                    (outlet, entity, sent_seq, stamp),
-                )
-                start = sent_seq
-        return start
+                start = sent_seq if sent_seq is not None else stored_seq
+            if roots is None:
+                held = None  # the whole catalog is in scope: nothing to delist
+            if sent_seq is None and start == stored_seq and stored_scope == current:
+                return Position(start, tuple(held) if isinstance(held, list) else held)
+            con.execute(
+                """INSERT INTO acks (outlet, entity, seq, acked_at, scope, roots, held)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (outlet, entity) DO UPDATE SET
+                   seq = excluded.seq, acked_at = excluded.acked_at, scope = excluded.scope,
+                   roots = excluded.roots, held = excluded.held""",
+                (
+                    outlet,
+                    entity,
+                    start,
+                    stamp,
+                    current,
+                    json.dumps(None if roots is None else sorted(roots)),
+                    json.dumps(held) if held else None,
+                ),
+            )
+        return Position(start, tuple(held) if isinstance(held, list) else held)
 
     def outlets(self) -> dict[str, OutletRecord]:
         con = self._connection()

@@ -354,3 +354,44 @@ def test_an_orphan_whose_parent_appears_reaches_the_outlet_with_its_products(
     sync_outlet(api.client("msk-001"), store, limit=1000)
     assert {"missing-parent", "orphan"} <= set(store.items["categories"])
     assert "under-orphan" in store.items["products"]
+
+
+def test_editing_an_outlets_categories_replays_and_delists(platform, hub, api, tmp_path):
+    """The outlet's own filter changes (an operator edits outlets.yaml): it gets the older
+    items of categories it gained, and removals for what it held from categories it lost."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    groceries = category_id(platform, "Бакалея")
+    dairy = category_id(platform, "Молочная продукция")
+    store = LocalStore(tmp_path / "msk.json")
+    every_product = {p["id"] for p in catalog.products()}
+
+    def configure_and_sync(categories) -> None:
+        extra = {"categories": categories} if categories is not None else {}
+        hub.write_registry([hub.entry("msk-001", **extra)])
+        sync_outlet(api.client("msk-001"), store, limit=1000)
+        parents = {c["id"]: c["parent"] for c in catalog.categories()}
+        if categories is None:
+            products, cats = every_product, set(parents)
+        else:
+            products = set().union(*(subtree_products(platform, c) for c in categories))
+            cats = expand_subtrees(parents, categories)
+        for feed in ("products", "prices", "stock"):
+            assert set(store.items[feed]) == products, (categories, feed)
+        assert set(store.items["categories"]) == cats
+
+    configure_and_sync([groceries])
+    configure_and_sync([groceries, dairy])  # widened: dairy's older items arrive
+    old_cursor = store.cursors["products"]
+    configure_and_sync([dairy])  # narrowed: groceries' items are delisted
+    configure_and_sync(None)  # the whole catalog
+    configure_and_sync([groceries])  # from everything to one subtree
+
+    # The answer to the first call after a change got lost: the outlet sends the cursor it
+    # held from before (taken under another filter), and still starts again.
+    hub.write_registry([hub.entry("msk-001", categories=[dairy])])
+    replay = api.client("msk-001").changes("products", cursor=store.cursors["products"], limit=1000)
+    assert replay.items  # the replay's first page
+    again = api.client("msk-001").changes("products", cursor=store.cursors["products"], limit=1000)
+    assert [i["id"] for i in again.items] == [i["id"] for i in replay.items]
+    assert old_cursor != store.cursors["products"]

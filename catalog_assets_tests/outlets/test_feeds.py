@@ -4,12 +4,15 @@ import pytest
 
 from catalog_assets.outlets.feeds import (
     DEFAULT_LIMIT,
+    EVERYTHING,
     CursorCodec,
     CursorError,
     expand_subtrees,
+    merge_held,
     page_cursor_seq,
     parse_entity,
     parse_limit,
+    scope_key,
 )
 
 codec = CursorCodec(b"k1")
@@ -66,3 +69,18 @@ def test_limit_and_entity_are_checked_with_specific_messages():
 def test_an_empty_page_keeps_the_position():
     assert page_cursor_seq(42, []) == 42
     assert page_cursor_seq(42, [43, 50]) == 50
+
+
+def test_a_cursor_names_the_filter_it_was_taken_under():
+    scoped = codec.encode("msk-001", "products", 7, scope_key(("b", "a")))
+    assert codec.decode_position(scoped, "msk-001", "products") == (7, scope_key(("a", "b")))
+    legacy = codec.encode("msk-001", "products", 7)
+    assert codec.decode_position(legacy, "msk-001", "products") == (7, None)
+    assert scope_key(None) == EVERYTHING != scope_key(("a",)) != scope_key(("a", "b"))
+
+
+def test_what_an_outlet_may_hold_after_its_filters_changed():
+    assert merge_held(None, ("a",)) == ["a"]
+    assert merge_held(["a"], ("b", "a")) == ["a", "b"]
+    assert merge_held(["a"], None) == EVERYTHING  # it had the whole catalog
+    assert merge_held(EVERYTHING, ("a",)) == EVERYTHING
