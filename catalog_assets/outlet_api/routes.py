@@ -86,7 +86,13 @@ def changes(
         roots = outlet.categories or None
         try:
             position = service.state.begin_request(
-                outlet_id, feed.name, sent, utc_now(), sent_scope=sent_scope, roots=roots
+                outlet_id,
+                feed.name,
+                sent,
+                utc_now(),
+                sent_scope=sent_scope,
+                roots=roots,
+                latest_seq=view.snapshot.max_seq[feed.name] if view.snapshot else None,
             )
         except StateUnavailable as exc:
             raise store_unavailable(f"outlet state cannot be written ({exc})") from None

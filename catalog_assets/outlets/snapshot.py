@@ -410,8 +410,12 @@ LEFT_SCOPE = (
     "left_scopes IS NOT NULL AND list_has_any(left_scopes, $scope::VARCHAR[])"
     " AND scope NOT IN (SELECT unnest($scope))"
 )
-# Rows of categories an outlet had before its filter changed (`$held`), not in the new one.
-HELD_SCOPE = "scope IN (SELECT unnest($held)) AND scope NOT IN (SELECT unnest($scope))"
+# Rows an outlet could hold from the categories it had before its filter changed (`$held`):
+# in them, or moved out of them since; not in the new filter.
+HELD_SCOPE = (
+    "(scope IN (SELECT unnest($held)) OR list_has_any(left_scopes, $held::VARCHAR[]))"
+    " AND scope NOT IN (SELECT unnest($scope))"
+)
 HELD_EVERYTHING = "scope NOT IN (SELECT unnest($scope))"
 
 

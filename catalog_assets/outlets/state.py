@@ -38,13 +38,18 @@ CREATE TABLE IF NOT EXISTS acks (
 CREATE TABLE IF NOT EXISTS contacts (
     outlet TEXT PRIMARY KEY, last_contact_at TEXT NOT NULL, requests INTEGER NOT NULL
 );
+-- Every category filter an outlet has had (by `scope_key`), so a position taken under an
+-- earlier one can be judged: what the outlet may hold from it.
+CREATE TABLE IF NOT EXISTS filters (
+    outlet TEXT NOT NULL, scope TEXT NOT NULL, roots TEXT, PRIMARY KEY (outlet, scope)
+);
 CREATE TABLE IF NOT EXISTS registry_problems (
     outlet TEXT PRIMARY KEY, problem TEXT NOT NULL, reported_at TEXT NOT NULL
 );
 """
-# Added to `acks` after the first release: the filter a position was taken under (`scope`,
-# `roots` as JSON) and what the outlet may still hold from earlier filters (`held`, JSON).
-ACK_COLUMNS = ("scope", "roots", "held")
+# Added to `acks` after the first release: the filter a position was taken under (`scope`)
+# and what the outlet may still hold from earlier filters (`held`, JSON), until it catches up.
+ACK_COLUMNS = ("scope", "held")
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,11 @@ class OutletState:
             present = {row[1] for row in con.execute("PRAGMA table_info(acks)")}
             for column in ACK_COLUMNS:
                 if column not in present:
-                    con.execute(f"ALTER TABLE acks ADD COLUMN {column} TEXT")
+                    try:
+                        con.execute(f"ALTER TABLE acks ADD COLUMN {column} TEXT")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc):
+                            raise
 
     def _connection(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
@@ -122,11 +131,14 @@ class OutletState:
         *,
         sent_scope: str | None = None,
         roots: tuple[str, ...] | None = None,
+        latest_seq: int | None = None,
     ) -> Position:
         """Record the contact (and the acknowledgement, when a cursor was sent) and return
         where to continue: after the sent position, else the last acknowledged, else 0; from
         0 when the outlet's filter (`roots`, None for the whole catalog) is not the one that
-        position was taken under."""
+        position was taken under. What it held under earlier filters is kept until it
+        acknowledges `latest_seq` (the feed's newest row) under the current one: by then
+        every row it could hold has been sent to it as an item or a removal."""
         stamp = now.isoformat(timespec="seconds")
         current = scope_key(roots)
         with self._write() as con:
@@ -135,46 +147,48 @@ class OutletState:
                    last_contact_at = excluded.last_contact_at, requests = requests + 1""",
                 (outlet, stamp),
             )
+            con.execute(
+                "INSERT OR IGNORE INTO filters VALUES (?, ?, ?)",
+                (outlet, current, json.dumps(None if roots is None else sorted(set(roots)))),
+            )
             row = con.execute(
-                "SELECT seq, scope, roots, held FROM acks WHERE outlet = ? AND entity = ?",
+                "SELECT seq, scope, held FROM acks WHERE outlet = ? AND entity = ?",
                 (outlet, entity),
             ).fetchone()
-            stored_seq, stored_scope, stored_roots, stored_held = row or (0, None, None, None)
+            stored_seq, stored_scope, stored_held = row or (0, None, None)
             held = json.loads(stored_held) if stored_held else None
-            # Positions from before scopes were recorded (scope NULL, a cursor without one)
-            # are taken as they are.
-            taken_under = sent_scope if sent_seq is not None else stored_scope
-            if row is None and sent_seq is None:
-                return Position(0, held)
+            # A cursor names its filter; one from before filters were recorded, and a call
+            # without a cursor, continue the stored position, under the stored filter (a
+            # position stored before filters were recorded is taken as it is).
+            taken_under = sent_scope if sent_scope is not None else stored_scope
             if taken_under is not None and taken_under != current:
-                if stored_scope == taken_under and stored_roots is not None:
-                    before = json.loads(stored_roots)
-                    before = tuple(before) if isinstance(before, list) else None
-                else:  # a cursor from a filter we no longer know: it may have held anything
-                    before = None
-                held = merge_held(held, before)
+                known = con.execute(
+                    "SELECT roots FROM filters WHERE outlet = ? AND scope = ?",
+                    (outlet, taken_under),
+                ).fetchone()
+                before = json.loads(known[0]) if known else None  # unknown: it may hold anything
+                held = merge_held(held, tuple(before) if isinstance(before, list) else None)
                 start = 0
             else:
                 start = sent_seq if sent_seq is not None else stored_seq
+                if held and latest_seq is not None and start >= latest_seq:
+                    held = None
             if roots is None:
                 held = None  # the whole catalog is in scope: nothing to delist
-            if sent_seq is None and start == stored_seq and stored_scope == current:
-                return Position(start, tuple(held) if isinstance(held, list) else held)
-            con.execute(
-                """INSERT INTO acks (outlet, entity, seq, acked_at, scope, roots, held)
-                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (outlet, entity) DO UPDATE SET
-                   seq = excluded.seq, acked_at = excluded.acked_at, scope = excluded.scope,
-                   roots = excluded.roots, held = excluded.held""",
-                (
-                    outlet,
-                    entity,
-                    start,
-                    stamp,
-                    current,
-                    json.dumps(None if roots is None else sorted(roots)),
-                    json.dumps(held) if held else None,
-                ),
+            unchanged = (
+                sent_seq is None
+                and start == stored_seq
+                and (row is None or stored_scope == current)
+                and held == (json.loads(stored_held) if stored_held else None)
             )
+            if not unchanged:
+                con.execute(
+                    """INSERT INTO acks (outlet, entity, seq, acked_at, scope, held)
+                       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (outlet, entity) DO UPDATE SET
+                       seq = excluded.seq, acked_at = excluded.acked_at, scope = excluded.scope,
+                       held = excluded.held""",
+                    (outlet, entity, start, stamp, current, json.dumps(held) if held else None),
+                )
         return Position(start, tuple(held) if isinstance(held, list) else held)
 
     def outlets(self) -> dict[str, OutletRecord]:

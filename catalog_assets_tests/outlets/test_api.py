@@ -395,3 +395,64 @@ def test_editing_an_outlets_categories_replays_and_delists(platform, hub, api, t
     again = api.client("msk-001").changes("products", cursor=store.cursors["products"], limit=1000)
     assert [i["id"] for i in again.items] == [i["id"] for i in replay.items]
     assert old_cursor != store.cursors["products"]
+
+
+def test_an_edit_after_an_item_moved_out_still_delists_it(platform, hub, api, tmp_path):
+    """A product and a category left the outlet's categories, then the operator replaced
+    those categories, all before the outlet called: both must still be delisted."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    groceries = category_id(platform, "Бакалея")
+    dairy = category_id(platform, "Молочная продукция")
+    drinks = category_id(platform, "Напитки")
+    hub.write_registry([hub.entry("msk-001", categories=[groceries])])
+    store = LocalStore(tmp_path / "msk.json")
+    for _ in range(2):  # the second call acknowledges the first one's end
+        sync_outlet(api.client("msk-001"), store, limit=1000)
+    parents = {c["id"]: c["parent"] for c in catalog.categories()}
+    branch = next(c for c, p in parents.items() if p == groceries and subtree_products(platform, c))
+    product = sorted(subtree_products(platform, groceries) - subtree_products(platform, branch))[0]
+    catalog.upsert_product({"id": product, "parent": drinks})
+    catalog.upsert_category(branch, drinks, catalog.get(branch)["name"])
+    assert platform.run("incremental_sync").success
+    hub.write_registry([hub.entry("msk-001", categories=[dairy])])
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    parents = {c["id"]: c["parent"] for c in catalog.categories()}
+    assert set(store.items["categories"]) == expand_subtrees(parents, [dairy])
+    for feed in ("products", "prices", "stock"):
+        assert set(store.items[feed]) == subtree_products(platform, dairy), feed
+
+
+def test_a_repeated_first_call_after_an_edit_returns_the_same_items(platform, hub, api, tmp_path):
+    platform.run("full_resync")
+    groceries = category_id(platform, "Бакалея")
+    dairy = category_id(platform, "Молочная продукция")
+    hub.write_registry([hub.entry("msk-001", categories=[groceries, dairy])])
+    store = LocalStore(tmp_path / "msk.json")
+    for _ in range(2):
+        sync_outlet(api.client("msk-001"), store, limit=1000)
+    hub.write_registry([hub.entry("msk-001", categories=[dairy])])
+    old = store.cursors["products"]
+    first = api.client("msk-001").changes("products", cursor=old, limit=1000)
+    again = api.client("msk-001").changes("products", cursor=old, limit=1000)  # answer lost
+    assert [i["id"] for i in again.items] == [i["id"] for i in first.items]
+    removed = {i["id"] for i in first.items if i.get("removed")}
+    assert removed == subtree_products(platform, groceries)
+
+
+def test_removals_for_lost_categories_stop_once_the_outlet_caught_up(platform, hub, api, tmp_path):
+    platform.run("full_resync")
+    catalog = platform.catalog
+    dairy = category_id(platform, "Молочная продукция")
+    hub.write_registry([hub.entry("msk-001")])
+    store = LocalStore(tmp_path / "msk.json")
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    hub.write_registry([hub.entry("msk-001", categories=[dairy])])
+    sync_outlet(api.client("msk-001"), store, limit=1000)  # the replay, with its removals
+    sync_outlet(api.client("msk-001"), store, limit=1000)  # caught up: acknowledges the end
+    outside = sorted({p["id"] for p in catalog.products()} - subtree_products(platform, dairy))
+    for product in outside[:20]:
+        catalog.upsert_product({"id": product, "price": 777})
+    assert platform.run("incremental_sync").success
+    page = api.client("msk-001").changes("prices", cursor=store.cursors["prices"], limit=1000)
+    assert page.items == []

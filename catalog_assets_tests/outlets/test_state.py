@@ -1,0 +1,37 @@
+"""The outlet state file on its own: positions, filters, and a file from before filters."""
+
+import sqlite3
+from datetime import datetime
+
+from catalog_assets.outlets.feeds import EVERYTHING, scope_key
+from catalog_assets.outlets.state import OutletState
+
+NOW = datetime(2026, 1, 1)
+OLD_SCHEMA = """CREATE TABLE acks (
+    outlet TEXT NOT NULL, entity TEXT NOT NULL, seq INTEGER NOT NULL, acked_at TEXT NOT NULL,
+    PRIMARY KEY (outlet, entity));"""
+
+
+def test_a_file_from_before_filters_is_upgraded_and_its_positions_kept(tmp_path):
+    path = tmp_path / "state.sqlite"
+    with sqlite3.connect(path) as con:
+        con.executescript(OLD_SCHEMA)
+        con.execute("INSERT INTO acks VALUES ('o', 'products', 100, 'x')")
+    state = OutletState(str(path))
+    assert state.begin_request("o", "products", None, NOW, roots=("A",)).after == 100
+    # Its first call after the upgrade sends a cursor without a filter, and the answer is
+    # lost; the operator edits the filter; the retry must start again, not absorb the edit.
+    assert state.begin_request("o", "products", 120, NOW, roots=("A",)).after == 120
+    retry = state.begin_request("o", "products", 120, NOW, roots=("B",))
+    assert retry.after == 0 and retry.held == ("A",)
+    OutletState(str(path))  # opening an upgraded file again changes nothing
+
+
+def test_a_cursor_from_an_unknown_filter_may_have_held_anything(tmp_path):
+    state = OutletState(str(tmp_path / "state.sqlite"))
+    position = state.begin_request(
+        "o", "products", 50, NOW, sent_scope=scope_key(("Z",)), roots=("B",)
+    )
+    assert position.after == 0 and position.held == EVERYTHING
+    # Under the whole catalog nothing is outside the filter: nothing to delist.
+    assert state.begin_request("o", "products", None, NOW, roots=None).held is None
