@@ -2,9 +2,10 @@
 
 A call: authenticate (401/404/403), validate parameters (400), record the contact and the
 acknowledgement (the cursor sent), then read one keyset page from the snapshot. The page is
-`limit + 1` rows so `has_more` needs no count. The cursor returned names the last item sent;
-it is only acknowledged when the outlet sends it back, which is what makes a repeated call
-after a crash return the same items (at-least-once).
+`limit + 1` rows so `has_more` needs no count. The cursor returned names the last item sent
+(on the last page, the feed's newest row: nothing up to it is left for this outlet); it is
+only acknowledged when the outlet sends it back, which is what makes a repeated call after a
+crash return the same items (at-least-once).
 """
 
 from __future__ import annotations
@@ -104,11 +105,16 @@ def changes(
         if scope is not None and held is not None and held != EVERYTHING:
             held = view.snapshot.scope(held)
         rows = view.snapshot.page(feed.name, after, size + 1, scope, held=held)
+        # The last page has shown every row for this outlet up to the feed's newest: the
+        # cursor says so, so a filtered outlet does not re-scan the rows of other categories,
+        # and one that caught up after a filter edit can be seen to have.
+        newest = view.snapshot.max_seq[feed.name]
     has_more = len(rows) > size
     rows = rows[:size]
-    next_cursor = service.codec.encode(
-        outlet_id, feed.name, page_cursor_seq(after, [r[0] for r in rows]), scope_key(roots)
-    )
+    next_seq = page_cursor_seq(after, [r[0] for r in rows])
+    if not has_more:
+        next_seq = max(next_seq, newest)
+    next_cursor = service.codec.encode(outlet_id, feed.name, next_seq, scope_key(roots))
     body = (
         '{"items": ['
         + ", ".join(r[1] for r in rows)

@@ -47,9 +47,10 @@ CREATE TABLE IF NOT EXISTS registry_problems (
     outlet TEXT PRIMARY KEY, problem TEXT NOT NULL, reported_at TEXT NOT NULL
 );
 """
-# Added to `acks` after the first release: the filter a position was taken under (`scope`)
-# and what the outlet may still hold from earlier filters (`held`, JSON), until it catches up.
-ACK_COLUMNS = ("scope", "held")
+# Added to `acks` after the first release: the filter a position was taken under (`scope`),
+# what the outlet may hold from earlier filters (`held`, JSON), and the position from which
+# on it no longer can (`held_until`: it had caught up there; NULL while it has not).
+ACK_COLUMNS = {"scope": "TEXT", "held": "TEXT", "held_until": "INTEGER"}
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,10 @@ class OutletState:
         with self._connection() as con:
             con.executescript(SCHEMA)
             present = {row[1] for row in con.execute("PRAGMA table_info(acks)")}
-            for column in ACK_COLUMNS:
+            for column, sql_type in ACK_COLUMNS.items():
                 if column not in present:
                     try:
-                        con.execute(f"ALTER TABLE acks ADD COLUMN {column} TEXT")
+                        con.execute(f"ALTER TABLE acks ADD COLUMN {column} {sql_type}")
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if "duplicate column" not in str(exc):
                             raise
@@ -136,9 +137,13 @@ class OutletState:
         """Record the contact (and the acknowledgement, when a cursor was sent) and return
         where to continue: after the sent position, else the last acknowledged, else 0; from
         0 when the outlet's filter (`roots`, None for the whole catalog) is not the one that
-        position was taken under. What it held under earlier filters is kept until it
-        acknowledges `latest_seq` (the feed's newest row) under the current one: by then
-        every row it could hold has been sent to it as an item or a removal."""
+        position was taken under.
+
+        What it held under earlier filters is served as removals to any read that starts
+        before the position where it caught up under the current filter (acknowledged
+        `latest_seq`, the feed's newest row): by then every row it could hold has been sent
+        to it, and a change takes a number above every existing one. Reads from an older
+        position (an outlet restored from a backup) get those removals again."""
         stamp = now.isoformat(timespec="seconds")
         current = scope_key(roots)
         with self._write() as con:
@@ -152,11 +157,12 @@ class OutletState:
                 (outlet, current, json.dumps(None if roots is None else sorted(set(roots)))),
             )
             row = con.execute(
-                "SELECT seq, scope, held FROM acks WHERE outlet = ? AND entity = ?",
+                "SELECT seq, scope, held, held_until FROM acks WHERE outlet = ? AND entity = ?",
                 (outlet, entity),
             ).fetchone()
-            stored_seq, stored_scope, stored_held = row or (0, None, None)
+            stored_seq, stored_scope, stored_held, stored_until = row or (0, None, None, None)
             held = json.loads(stored_held) if stored_held else None
+            until = stored_until
             # A cursor names its filter; one from before filters were recorded, and a call
             # without a cursor, continue the stored position, under the stored filter (a
             # position stored before filters were recorded is taken as it is).
@@ -168,27 +174,39 @@ class OutletState:
                 ).fetchone()
                 before = json.loads(known[0]) if known else None  # unknown: it may hold anything
                 held = merge_held(held, tuple(before) if isinstance(before, list) else None)
+                until = None
                 start = 0
             else:
                 start = sent_seq if sent_seq is not None else stored_seq
-                if held and latest_seq is not None and start >= latest_seq:
-                    held = None
+                if held and until is None and latest_seq is not None and start >= latest_seq:
+                    until = start
             if roots is None:
-                held = None  # the whole catalog is in scope: nothing to delist
+                held, until = None, None  # the whole catalog is in scope: nothing to delist
             unchanged = (
                 sent_seq is None
                 and start == stored_seq
                 and (row is None or stored_scope == current)
                 and held == (json.loads(stored_held) if stored_held else None)
+                and until == stored_until
             )
             if not unchanged:
                 con.execute(
-                    """INSERT INTO acks (outlet, entity, seq, acked_at, scope, held)
-                       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (outlet, entity) DO UPDATE SET
+                    """INSERT INTO acks (outlet, entity, seq, acked_at, scope, held, held_until)
+                       VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (outlet, entity) DO UPDATE SET
                        seq = excluded.seq, acked_at = excluded.acked_at, scope = excluded.scope,
-                       held = excluded.held""",
-                    (outlet, entity, start, stamp, current, json.dumps(held) if held else None),
+                       held = excluded.held, held_until = excluded.held_until""",
+                    (
+                        outlet,
+                        entity,
+                        start,
+                        stamp,
+                        current,
+                        json.dumps(held) if held else None,
+                        until,
+                    ),
                 )
+        if not held or (until is not None and start >= until):
+            return Position(start, None)
         return Position(start, tuple(held) if isinstance(held, list) else held)
 
     def outlets(self) -> dict[str, OutletRecord]:

@@ -456,3 +456,53 @@ def test_removals_for_lost_categories_stop_once_the_outlet_caught_up(platform, h
     assert platform.run("incremental_sync").success
     page = api.client("msk-001").changes("prices", cursor=store.cursors["prices"], limit=1000)
     assert page.items == []
+
+
+def test_an_outlet_restored_mid_replay_is_told_again(platform, hub, api, tmp_path):
+    """Narrowed from the whole catalog; a backup taken one page into the replay is restored
+    after the outlet caught up: its older cursor gets the same removals again."""
+    platform.run("full_resync")
+    dairy = category_id(platform, "Молочная продукция")
+    hub.write_registry([hub.entry("msk-001")])
+    store = LocalStore(tmp_path / "msk.json")
+    for _ in range(2):
+        sync_outlet(api.client("msk-001"), store, ("products",), limit=1000)
+    hub.write_registry([hub.entry("msk-001", categories=[dairy])])
+    client = api.client("msk-001")
+    first = client.changes("products", cursor=store.cursors["products"], limit=5)
+    store.apply("products", first.items, first.cursor)
+    backup = LocalStore(tmp_path / "backup.json", json.loads(json.dumps(store.items)))
+    backup.cursors = dict(store.cursors)
+    answer = client.changes("products", cursor=first.cursor, limit=1000)
+    for _ in range(2):  # drains, then acknowledges the end
+        sync_outlet(client, store, ("products",), limit=1000)
+    again = client.changes("products", cursor=first.cursor, limit=1000)
+    assert [i["id"] for i in again.items] == [i["id"] for i in answer.items]
+    sync_outlet(client, backup, ("products",), limit=1000)
+    assert set(backup.items["products"]) == subtree_products(platform, dairy)
+
+
+def test_removals_stop_after_catching_up_from_one_filter_to_another(platform, hub, api, tmp_path):
+    """The feed's newest row is in neither filter: the outlet still catches up (its last
+    page's cursor reaches the newest row), and lost categories' changes stop coming."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    groceries = category_id(platform, "Бакалея")
+    dairy = category_id(platform, "Молочная продукция")
+    drinks = category_id(platform, "Напитки")
+    hub.write_registry([hub.entry("msk-001", categories=[groceries, dairy])])
+    store = LocalStore(tmp_path / "msk.json")
+    for _ in range(2):
+        sync_outlet(api.client("msk-001"), store, limit=1000)
+    hub.write_registry([hub.entry("msk-001", categories=[dairy])])
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    drink = sorted(subtree_products(platform, drinks))[0]
+    catalog.upsert_product({"id": drink, "price": 555, "stock": 5})
+    assert platform.run("incremental_sync").success
+    for _ in range(2):
+        sync_outlet(api.client("msk-001"), store, limit=1000)
+    for product in sorted(subtree_products(platform, groceries))[:10]:
+        catalog.upsert_product({"id": product, "price": 777})
+    assert platform.run("incremental_sync").success
+    page = api.client("msk-001").changes("prices", cursor=store.cursors["prices"], limit=1000)
+    assert page.items == []
