@@ -9,7 +9,7 @@ import duckdb
 import httpx
 import pytest
 
-from catalog_assets.outlet_client import LocalStore, OutletApiError, main, sync_outlet
+from catalog_assets.outlet_client import ENTITIES, LocalStore, OutletApiError, main, sync_outlet
 from catalog_assets.outlets.feeds import CursorCodec, expand_subtrees
 from catalog_assets.outlets.snapshot import Snapshot
 from catalog_assets_tests.conftest import materializations
@@ -397,6 +397,17 @@ def test_editing_an_outlets_categories_replays_and_delists(platform, hub, api, t
     assert old_cursor != store.cursors["products"]
 
 
+def caught_up(hub, api, tmp_path, categories, feeds=ENTITIES) -> LocalStore:
+    """Outlet msk-001 with these categories (None: the whole catalog), its feeds drained and
+    their ends acknowledged (the second pass sends the last cursors back)."""
+    extra = {"categories": categories} if categories is not None else {}
+    hub.write_registry([hub.entry("msk-001", **extra)])
+    store = LocalStore(tmp_path / "msk.json")
+    for _ in range(2):
+        sync_outlet(api.client("msk-001"), store, feeds, limit=1000)
+    return store
+
+
 def test_an_edit_after_an_item_moved_out_still_delists_it(platform, hub, api, tmp_path):
     """A product and a category left the outlet's categories, then the operator replaced
     those categories, all before the outlet called: both must still be delisted."""
@@ -405,10 +416,7 @@ def test_an_edit_after_an_item_moved_out_still_delists_it(platform, hub, api, tm
     groceries = category_id(platform, "Бакалея")
     dairy = category_id(platform, "Молочная продукция")
     drinks = category_id(platform, "Напитки")
-    hub.write_registry([hub.entry("msk-001", categories=[groceries])])
-    store = LocalStore(tmp_path / "msk.json")
-    for _ in range(2):  # the second call acknowledges the first one's end
-        sync_outlet(api.client("msk-001"), store, limit=1000)
+    store = caught_up(hub, api, tmp_path, [groceries])
     parents = {c["id"]: c["parent"] for c in catalog.categories()}
     branch = next(c for c, p in parents.items() if p == groceries and subtree_products(platform, c))
     product = sorted(subtree_products(platform, groceries) - subtree_products(platform, branch))[0]
@@ -427,10 +435,7 @@ def test_a_repeated_first_call_after_an_edit_returns_the_same_items(platform, hu
     platform.run("full_resync")
     groceries = category_id(platform, "Бакалея")
     dairy = category_id(platform, "Молочная продукция")
-    hub.write_registry([hub.entry("msk-001", categories=[groceries, dairy])])
-    store = LocalStore(tmp_path / "msk.json")
-    for _ in range(2):
-        sync_outlet(api.client("msk-001"), store, limit=1000)
+    store = caught_up(hub, api, tmp_path, [groceries, dairy])
     hub.write_registry([hub.entry("msk-001", categories=[dairy])])
     old = store.cursors["products"]
     first = api.client("msk-001").changes("products", cursor=old, limit=1000)
@@ -463,10 +468,7 @@ def test_an_outlet_restored_mid_replay_is_told_again(platform, hub, api, tmp_pat
     after the outlet caught up: its older cursor gets the same removals again."""
     platform.run("full_resync")
     dairy = category_id(platform, "Молочная продукция")
-    hub.write_registry([hub.entry("msk-001")])
-    store = LocalStore(tmp_path / "msk.json")
-    for _ in range(2):
-        sync_outlet(api.client("msk-001"), store, ("products",), limit=1000)
+    store = caught_up(hub, api, tmp_path, None, ("products",))
     hub.write_registry([hub.entry("msk-001", categories=[dairy])])
     client = api.client("msk-001")
     first = client.changes("products", cursor=store.cursors["products"], limit=5)
@@ -490,10 +492,7 @@ def test_removals_stop_after_catching_up_from_one_filter_to_another(platform, hu
     groceries = category_id(platform, "Бакалея")
     dairy = category_id(platform, "Молочная продукция")
     drinks = category_id(platform, "Напитки")
-    hub.write_registry([hub.entry("msk-001", categories=[groceries, dairy])])
-    store = LocalStore(tmp_path / "msk.json")
-    for _ in range(2):
-        sync_outlet(api.client("msk-001"), store, limit=1000)
+    store = caught_up(hub, api, tmp_path, [groceries, dairy])
     hub.write_registry([hub.entry("msk-001", categories=[dairy])])
     sync_outlet(api.client("msk-001"), store, limit=1000)
     drink = sorted(subtree_products(platform, drinks))[0]
