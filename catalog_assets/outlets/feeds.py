@@ -57,7 +57,7 @@ def _unb64(text: str) -> bytes:
 
 
 class CursorCodec:
-    """Opaque, tamper-evident cursors: base64url(JSON {o, e, s}) + "." + HMAC-SHA256 tag.
+    """Opaque, tamper-evident cursors: base64url(JSON {o, e, s, k}) + "." + HMAC-SHA256 tag.
 
     The outlet and entity are inside the signed payload, so a cursor copied from another
     outlet, or from the products feed into the prices feed, is refused instead of silently
