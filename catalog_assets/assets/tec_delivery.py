@@ -136,7 +136,7 @@ def pending_batches(
     DuckDB's MVCC keeps those writes out of the snapshot being read, and memory holds one
     batch, not the pending set.
     """
-    sql = PENDING_CATEGORIES + "ORDER BY c.id" if entity == "categories" else PENDING_PRODUCTS
+    sql = (PENDING_CATEGORIES + "ORDER BY c.id") if entity == "categories" else PENDING_PRODUCTS
     params: dict[str, Any] = {"all": repush_all}
     if entity == "categories":
         params["depth"] = depth

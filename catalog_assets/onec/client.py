@@ -165,6 +165,7 @@ class OneCCatalogClient(dg.ConfigurableResource):
         parent: str | None = None,
         report: PassReport | None = None,
         concurrency: int | None = None,
+        first_page_may_fail: bool = False,
     ) -> Iterator[CatalogPage]:
         """Every page of one query, in order. Stops on an empty or short page or at `count`.
 
@@ -181,6 +182,9 @@ class OneCCatalogClient(dg.ConfigurableResource):
 
         Records whose id was already seen in this pass are dropped here (and counted): 1C
         shifted the list under us, and the first copy is as fresh as the pass can know.
+
+        A first page that stays unusable fails the pass (there is no `count` to page on),
+        unless `first_page_may_fail`: then it is yielded as a problem page and ends the query.
         """
         report = report if report is not None else PassReport()
         width = max(1, self.page_concurrency if concurrency is None else concurrency)
@@ -202,7 +206,10 @@ class OneCCatalogClient(dg.ConfigurableResource):
                     page, attempts = in_flight.popleft()[1].result()
                     report.pages_ahead += 1
                 else:
-                    page, attempts = fetch(offset, report.last_count)
+                    known = report.last_count
+                    if known is None and first_page_may_fail:
+                        known = 0  # a problem page then counts as the whole (empty) answer
+                    page, attempts = fetch(offset, known)
                     ahead = max(ahead, offset + self.page_size)
                 report.requests += attempts
                 if page.problem:
@@ -332,20 +339,16 @@ class OneCCatalogClient(dg.ConfigurableResource):
 
     def _children(self, parent: str, modified_since: str) -> tuple[PassReport, list[CatalogPage]]:
         report = PassReport()
-        pages: list[CatalogPage] = []
-        try:
-            for page in self.pages(
+        pages = list(
+            self.pages(
                 type="category",
                 modified_since=modified_since,
                 parent=parent,
                 report=report,
                 concurrency=1,
-            ):
-                pages.append(page)
-        except OneCResponseError as exc:  # the first page stayed unusable
-            report.requests += self.bad_page_retries + 1
-            report.anomalies.append(str(exc))
-            pages.append(CatalogPage(0, 0, [], problem=str(exc), raw=exc.body, parent=parent))
+                first_page_may_fail=True,
+            )
+        )
         return report, pages
 
 

@@ -405,18 +405,10 @@ def prune_snapshots(directory: Path, *, keep_minutes: float, now: float) -> int:
 
 
 IN_SCOPE = "scope IN (SELECT unnest($scope))"
-# Rows that have left a subtree in `$scope` and are not back in it.
-LEFT_SCOPE = (
-    "left_scopes IS NOT NULL AND list_has_any(left_scopes, $scope::VARCHAR[])"
-    " AND scope NOT IN (SELECT unnest($scope))"
-)
-# Rows an outlet could hold from the categories it had before its filter changed (`$held`):
-# in them, or moved out of them since; not in the new filter.
-HELD_SCOPE = (
-    "(scope IN (SELECT unnest($held)) OR list_has_any(left_scopes, $held::VARCHAR[]))"
-    " AND scope NOT IN (SELECT unnest($scope))"
-)
-HELD_EVERYTHING = "scope NOT IN (SELECT unnest($scope))"
+# Why a row outside `$scope` still reaches the outlet, as a removal: it has left a subtree in
+# `$scope`, or it is in (or has left) a category the outlet had before its filter changed.
+LEFT_SCOPE = "list_has_any(left_scopes, $scope::VARCHAR[])"
+HELD_SCOPE = "scope IN (SELECT unnest($held)) OR list_has_any(left_scopes, $held::VARCHAR[])"
 
 
 class Snapshot:
@@ -492,7 +484,7 @@ class Snapshot:
             if after < self.last_departure[entity]:
                 removals.append(LEFT_SCOPE)
             if held == EVERYTHING:
-                removals.append(HELD_EVERYTHING)
+                removals.append("true")
             elif held:
                 removals.append(HELD_SCOPE)
                 params["held"] = list(held)
@@ -500,7 +492,7 @@ class Snapshot:
                 sql += f"""
                     UNION ALL
                     SELECT seq, json_merge_patch(item, '{{"removed": true}}')::VARCHAR
-                    FROM feed_{entity} WHERE seq > $after
+                    FROM feed_{entity} WHERE seq > $after AND NOT ({IN_SCOPE})
                       AND ({" OR ".join(f"({r})" for r in removals)})"""
         sql += " ORDER BY seq LIMIT $n"
         with self.cursor() as cur:

@@ -161,8 +161,8 @@ class OutletState:
                 (outlet, entity),
             ).fetchone()
             stored_seq, stored_scope, stored_held, stored_until = row or (0, None, None, None)
-            held = json.loads(stored_held) if stored_held else None
-            until = stored_until
+            held_before = json.loads(stored_held) if stored_held else None
+            held, until = held_before, stored_until
             # A cursor names its filter; one from before filters were recorded, and a call
             # without a cursor, continue the stored position, under the stored filter (a
             # position stored before filters were recorded is taken as it is).
@@ -186,7 +186,7 @@ class OutletState:
                 sent_seq is None
                 and start == stored_seq
                 and (row is None or stored_scope == current)
-                and held == (json.loads(stored_held) if stored_held else None)
+                and held == held_before
                 and until == stored_until
             )
             if not unchanged:
