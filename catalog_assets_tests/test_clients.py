@@ -208,7 +208,7 @@ def test_repeated_ids_are_reported_once_per_pass():
     catalog = catalog_of(250)
     with OneCEmulator(catalog).start() as onec:
         # Before the second page is cut, an already-read item moves to the end.
-        onec.on_request(lambda q: q.get("offset") == "100" and catalog.touch("p00000"))
+        onec.on_request(lambda q: q.get("offset") == "99" and catalog.touch("p00000"))
         report = PassReport()
         fetched = [
             r["id"]

@@ -62,7 +62,7 @@ def test_pages_asked_for_ahead_still_notice_a_moving_catalog():
     fired = []
 
     def insert_while_paging(query):
-        if query.get("offset") == "300" and not fired:
+        if query.get("offset") == "297" and not fired:
             fired.append(True)
             catalog.upsert_product({"id": "new-during-pass", "name": "Новинка", "price": 1})
 

@@ -100,9 +100,10 @@ class OneCCatalogClient(dg.ConfigurableResource):
     def _http(self) -> HttpClient:
         with self._session_lock:  # pages are fetched from several threads: one pool for all
             if self._session is None:
-                if not 1 <= self.page_size <= 100:
+                if not 2 <= self.page_size <= 100:
                     raise ValueError(
-                        f"page_size must be 1..100 (1C pages hold at most 100), got {self.page_size}"
+                        "page_size must be 2..100 (1C pages hold at most 100, and each page after "
+                        f"the first repeats the previous page's last record), got {self.page_size}"
                     )
                 self._session = HttpClient(
                     max_retries=self.max_retries,
@@ -167,7 +168,17 @@ class OneCCatalogClient(dg.ConfigurableResource):
         concurrency: int | None = None,
         first_page_may_fail: bool = False,
     ) -> Iterator[CatalogPage]:
-        """Every page of one query, in order. Stops on an empty or short page or at `count`.
+        """Every page of one query, in order, until every position below `count` was read.
+
+        Offset paging over a list that moves can skip an item without `count` moving: 1C
+        deletes a record already read and creates one, and the record at the page boundary
+        slides back into a page already read. So each page after the first is asked for from
+        one position earlier, and its first record must be the previous page's last; when it
+        is not, 1C shifted the list under us. That costs one record a page (1,011 pages for
+        100,000 products instead of 1,000). A short page does not end the query while `count`
+        says more exists (a server may cap its pages, or drop a record it cannot serialise),
+        and a query that ends below its `count` is an anomaly too. Any anomaly marks the pass
+        inconsistent, and the caller then holds its cursor and judges no removals.
 
         Against a slow 1C (`onec_is_slow`: its last two answers, in this pass or an earlier
         one of the same run, took `slow_page_ms` or more), up to
@@ -175,10 +186,9 @@ class OneCCatalogClient(dg.ConfigurableResource):
         at once, so the pass costs about pages / concurrency round trips instead of one per
         page. Against a fast 1C that buys nothing, so the requests stay strictly sequential
         (the caller's prefetch still overlaps them with staging). Either way pages are judged
-        and yielded in offset order, exactly as a sequential pass would: a `count` that moves
-        or an id seen twice marks the pass inconsistent. Only offsets below the latest `count`
-        are asked for, so a still catalog costs no request beyond the sequential pass; when 1C
-        moves, a page asked for ahead may be dropped unread.
+        and yielded in offset order, exactly as a sequential pass would. Only offsets below
+        the latest `count` are asked for, so a still catalog costs no request beyond the
+        sequential pass; when 1C moves, a page asked for ahead may be dropped unread.
 
         Records whose id was already seen in this pass are dropped here (and counted): 1C
         shifted the list under us, and the first copy is as fresh as the pass can know.
@@ -188,20 +198,22 @@ class OneCCatalogClient(dg.ConfigurableResource):
         """
         report = report if report is not None else PassReport()
         width = max(1, self.page_concurrency if concurrency is None else concurrency)
+        step = max(1, self.page_size - 1)  # new positions a full page brings after its anchor
         seen: set[str] = set()
         in_flight: deque[tuple[int, Future]] = deque()
         pool: ThreadPoolExecutor | None = None
-        ahead = 0  # the next offset not yet asked for
+        where = f"({type}, parent={parent})"
 
         def fetch(at: int, known_count: int | None) -> tuple[CatalogPage, int]:
             return self._fetch_trusted(type, modified_since, parent, at, known_count)
 
         try:
-            offset = 0
+            position = 0  # the first position of the list not read yet
+            anchor: list[Any] = []  # the last record read, which the next page must start with
             while True:
-                if in_flight and in_flight[0][0] != offset:
+                asked = position - 1 if anchor else position
+                if in_flight and in_flight[0][0] != asked:
                     _drop(in_flight)  # 1C paged differently than planned: ask again in order
-                    ahead = offset
                 if in_flight:
                     page, attempts = in_flight.popleft()[1].result()
                     report.pages_ahead += 1
@@ -209,8 +221,7 @@ class OneCCatalogClient(dg.ConfigurableResource):
                     known = report.last_count
                     if known is None and first_page_may_fail:
                         known = 0  # a problem page then counts as the whole (empty) answer
-                    page, attempts = fetch(offset, known)
-                    ahead = max(ahead, offset + self.page_size)
+                    page, attempts = fetch(asked, known)
                 report.requests += attempts
                 if page.problem:
                     # Skip the page, not the pass: the rest of the catalog still syncs, and the
@@ -218,49 +229,60 @@ class OneCCatalogClient(dg.ConfigurableResource):
                     page.count = report.last_count if report.last_count is not None else page.count
                     report.anomalies.append(page.problem)
                     yield page
-                    offset += self.page_size
-                    if offset >= page.count:
+                    _drop(in_flight)
+                    position, anchor = asked + self.page_size, []
+                    if position >= page.count:
                         return
-                else:
-                    if report.first_count is None:
-                        report.first_count = page.count
-                    elif page.count != report.last_count:
+                    continue
+                if report.first_count is None:
+                    report.first_count = page.count
+                elif page.count != report.last_count:
+                    report.anomalies.append(
+                        f"count changed from {report.last_count} to {page.count} at offset {asked} {where}"
+                    )
+                report.last_count = page.count
+                records = page.records
+                if anchor:
+                    if records and records[0] == anchor[0]:
+                        records = records[1:]
+                    else:
                         report.anomalies.append(
-                            f"count changed from {report.last_count} to {page.count} at offset {offset} ({type}, parent={parent})"
+                            f"1C's list shifted between pages: the record at offset {asked} is "
+                            f"not the one the previous page ended with {where}"
                         )
-                    report.last_count = page.count
-                    fresh = []
-                    for record in page.records:
-                        record_id = record.get("id") if isinstance(record, dict) else None
-                        if isinstance(record_id, str):
-                            if record_id in seen:
-                                report.duplicate_ids += 1
-                                continue
-                            seen.add(record_id)
-                        fresh.append(record)
-                    if report.duplicate_ids and not any(
-                        "ids repeated" in a for a in report.anomalies
-                    ):
+                fresh = []
+                for record in records:
+                    record_id = record.get("id") if isinstance(record, dict) else None
+                    if isinstance(record_id, str):
+                        if record_id in seen:
+                            report.duplicate_ids += 1
+                            continue
+                        seen.add(record_id)
+                    fresh.append(record)
+                if report.duplicate_ids and not any("ids repeated" in a for a in report.anomalies):
+                    report.anomalies.append(f"ids repeated across pages {where}")
+                report.pages += 1
+                report.records += len(fresh)
+                position = asked + len(page.records)
+                if page.records:
+                    anchor = [page.records[-1]]
+                if not records or position >= page.count:
+                    if position < page.count:
                         report.anomalies.append(
-                            f"ids repeated across pages ({type}, parent={parent})"
+                            f"1C counted {page.count} records but served {position} {where}"
                         )
-                    report.pages += 1
-                    report.records += len(fresh)
-                    short = not page.records or len(page.records) < self.page_size
-                    offset += len(page.records)
-                    if short or offset >= page.count:
-                        yield CatalogPage(page.offset, page.count, fresh)
-                        return
-                    # Ask for the next pages before handing this one over, so the caller's work
-                    # on it overlaps with 1C's.
-                    if pool is None and width > 1 and self.onec_is_slow:
-                        pool = ThreadPoolExecutor(width, thread_name_prefix="onec-page")
-                    if pool is not None:
-                        ahead = max(ahead, offset)
-                        while len(in_flight) < width and ahead < page.count:
-                            in_flight.append((ahead, pool.submit(fetch, ahead, page.count)))
-                            ahead += self.page_size
-                    yield CatalogPage(page.offset, page.count, fresh)
+                    yield CatalogPage(asked, page.count, fresh)
+                    return
+                # Ask for the next pages before handing this one over, so the caller's work
+                # on it overlaps with 1C's.
+                if pool is None and width > 1 and self.onec_is_slow:
+                    pool = ThreadPoolExecutor(width, thread_name_prefix="onec-page")
+                if pool is not None:
+                    ahead = in_flight[-1][0] + step if in_flight else position - 1
+                    while len(in_flight) < width and ahead + 1 < page.count:
+                        in_flight.append((ahead, pool.submit(fetch, ahead, page.count)))
+                        ahead += step
+                yield CatalogPage(asked, page.count, fresh)
         finally:
             _drop(in_flight)
             if pool is not None:

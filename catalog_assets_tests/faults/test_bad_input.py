@@ -93,23 +93,25 @@ def test_bad_records_and_pages_are_quarantined_and_the_rest_syncs(platform, ledg
         "tree problem (orphan, cycle x2, under product, product orphan, product under product)", 6
     )
 
-    # Page 2 of products stays unusable: three different bad answers, one per attempt.
-    at_200 = lambda q: q.get("type") == "product" and q.get("offset") == "200"  # noqa: E731
+    # Page 3 of products stays unusable: three different bad answers, one per attempt. (Each
+    # page after the first starts one record early, so page k is asked for at offset 99 k.)
+    at_198 = lambda q: q.get("type") == "product" and q.get("offset") == "198"  # noqa: E731
     platform.onec.inject(
-        status=200, body="<html>502 Bad Gateway</html>", content_type="text/html", match=at_200
+        status=200, body="<html>502 Bad Gateway</html>", content_type="text/html", match=at_198
     )
     platform.onec.inject(
         status=200,
         body='{"count": 5, "data": [{"id"',
         content_type="application/json",
-        match=at_200,
+        match=at_198,
     )
-    platform.onec.inject(status=200, body={"count": 3, "data": [{"id": "x"}] * 50}, match=at_200)
-    # Page 4 is bad once (a count that is not a count), then fine: a retry cures it.
+    platform.onec.inject(status=200, body={"count": 3, "data": [{"id": "x"}] * 50}, match=at_198)
+    # Page 5 is bad once (a count that is not a count), then fine: a retry cures it. After
+    # the unusable page the next one starts where it ended, without the repeated record.
     platform.onec.inject(
         status=200,
         body={"count": "many", "data": []},
-        match=lambda q: q.get("type") == "product" and q.get("offset") == "400",
+        match=lambda q: q.get("type") == "product" and q.get("offset") == "397",
     )
     ledger.bad_input("unusable 1C page answer", 4)
 
@@ -119,9 +121,9 @@ def test_bad_records_and_pages_are_quarantined_and_the_rest_syncs(platform, ledg
         "SELECT record_key, record_id, reason, raw FROM quarantine WHERE resolved_at IS NULL ORDER BY record_key"
     )
     by_key = {r[0]: r for r in rows}
-    assert "page@200" in by_key
-    assert "count=3 but 50 records" in by_key["page@200"][2]  # the last of the three answers
-    assert "page@400" not in by_key
+    assert "page@198" in by_key
+    assert "count=3 but 50 records" in by_key["page@198"][2]  # the last of the three answers
+    assert "page@397" not in by_key
     for key in (
         "bad-price",
         "bad-stock",
@@ -154,12 +156,12 @@ def test_bad_records_and_pages_are_quarantined_and_the_rest_syncs(platform, ledg
     held = results[("tec_delivery_products", "no_held_back_items")]
     assert not held.passed and held.metadata["held_back"].value == 2
     assert "lost-parent" in held.metadata["examples"].value
-    assert materializations(first, "onec_products")["cursor_after"] == "(none)"  # page@200
+    assert materializations(first, "onec_products")["cursor_after"] == "(none)"  # page@198
 
     # The rest of the catalog went out.
     # The emulator's page order, which tolerates the records without an id or a timestamp.
     order = sorted(catalog.products(), key=lambda r: (r.get("modified_at"), r.get("id", "")))
-    hidden = {r.get("id") for r in order[200:300]}
+    hidden = {r.get("id") for r in order[199:298]}  # page 3 repeats 198, which page 2 read
     problem_ids = {r.get("id") for r in BAD_RECORDS.values()} | {"lost-parent", "product-parent"}
     assert delivered(platform) == live_valid_ids(platform) - problem_ids - hidden
     assert delivered(platform, "category") == live_valid_ids(platform, "category") - {

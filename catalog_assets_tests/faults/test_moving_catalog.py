@@ -4,7 +4,10 @@ The emulator orders pages by (modified_at, id), like 1C. Editing an item we alre
 it to the end of the list and shifts every later item one place left, so the item sitting on
 the next page boundary slides into a page we already read: this pass never sees it. Deleting
 an unread item does the same; inserting one grows the list. The count may even stay the same
-(one delete plus one insert), so the client must also notice an id coming back twice.
+(one delete plus one insert), and the id need not come back twice (the deleted one was read), so
+the client asks for each page from one record early and checks that it starts with the record
+the previous page ended with. That record also absorbs a shift of one place: nothing is missed
+then, but the pass is still judged inconsistent.
 """
 
 from collections import Counter
@@ -46,7 +49,7 @@ def test_full_resync_over_a_moving_catalog_loses_nothing_and_pushes_nothing_twic
     fired = []
 
     def move_while_paging(query):
-        if query.get("type") == "product" and query.get("offset") == "600" and not fired:
+        if query.get("type") == "product" and query.get("offset") == "594" and not fired:
             fired.append(True)
             catalog.upsert_product({"id": edited["id"], "price": 777.0})  # read -> moves to end
             catalog.remove(doomed["id"])  # unread -> shifts the rest left
@@ -66,11 +69,11 @@ def test_full_resync_over_a_moving_catalog_loses_nothing_and_pushes_nothing_twic
     assert "repeated" in meta["paging_anomalies"]
     assert meta["cursor_after"] == "(none)"  # held: the next run re-reads from the start
     assert "removed" not in meta  # a moving list is no evidence that anything is gone
-    # The fault is real: an item on a boundary between pages cut before and after the edit
-    # slid into a page already read. Which (and, with pages fetched concurrently and cut out
-    # of order, how many) depends on timing, so they are found, not predicted.
+    # The item on the boundary slid one place back, onto the record the next page repeats:
+    # read already, so nothing is missed this time. The shift was still seen.
+    assert "shifted" in meta["paging_anomalies"]
     missed = live_valid_ids(platform) - delivered(platform)
-    assert missed and new_id not in missed
+    assert missed == set()
     per_item = Counter(pushes(platform))
     assert max(per_item.values()) == 1, "an item was pushed twice within one run"
 
@@ -83,7 +86,7 @@ def test_full_resync_over_a_moving_catalog_loses_nothing_and_pushes_nothing_twic
     assert second.success
     assert materializations(second, "onec_products")["pass_consistent"] is True
     again = Counter(pushes(platform, before))
-    assert set(again) == missed | {edited["id"]} and max(again.values()) == 1
+    assert set(again) <= {edited["id"]} and max(again.values(), default=1) == 1
     assert platform.tec.products[edited["id"]]["price"] == 777.0
     assert doomed["id"] not in platform.tec.products  # gone before we read it: never sent
 
@@ -110,7 +113,7 @@ def test_incremental_pass_with_inserts_deletes_and_edits_recovers(platform, ledg
     fired = []
 
     def move_while_paging(query):
-        if query.get("type") == "product" and query.get("offset") == "100" and not fired:
+        if query.get("type") == "product" and query.get("offset") == "99" and not fired:
             fired.append(True)
             since = query["modified_since"]
             pending = [r for r in by_page_order(catalog) if r["modified_at"] >= since]
@@ -145,3 +148,122 @@ def test_incremental_pass_with_inserts_deletes_and_edits_recovers(platform, ledg
     assert platform.run("full_resync").success
     gone = set(platform.tec.products) - {r["id"] for r in catalog.products()}
     assert len(gone) == 2 and all(platform.tec.products[i]["enable"] is False for i in gone)
+
+
+def test_a_read_item_deleted_and_a_new_one_created_mid_pass_hold_the_pass(platform):
+    """One delete of an item already read plus one insert: `count` stays put and no id comes
+    back twice, yet the item on the next page boundary slides into a page already read. Judged
+    consistent, the full resync would disable that live item at Tec.Delivery."""
+    catalog = platform.catalog
+    assert platform.run("full_resync").success
+    catalog.set_clock(ticking_clock(datetime(2026, 6, 1)))
+    order = by_page_order(catalog)
+    deleted = order[10]
+    fired = []
+
+    def move_while_paging(query):
+        # The seventh page, asked for from 594 (each page after the first starts one early).
+        if query.get("type") == "product" and query.get("offset") == "594" and not fired:
+            fired.append(True)
+            catalog.remove(deleted["id"])  # already read
+            catalog.remove(order[595]["id"])  # a second shift: the repeated record absorbs one
+            catalog.upsert_product({"id": "feed0000-0000-4000-8000-0000000000b1", "name": "Н"})
+            catalog.upsert_product({"id": "feed0000-0000-4000-8000-0000000000b2", "name": "Н"})
+
+    platform.onec.on_request(move_while_paging)
+    second = platform.run("full_resync")
+    platform.onec.on_request(None)
+    assert second.success and fired
+    meta = materializations(second, "onec_products")
+    assert meta["pass_consistent"] is False and "shifted" in meta["paging_anomalies"]
+    assert meta["cursor_after"] == meta["cursor_before"] and "removed" not in meta
+    live = live_valid_ids(platform)
+    assert not {i for i in live if platform.tec.products[i].get("enable") is False}
+    # 1C holds still: the next full resync sees everything and disables exactly the two gone.
+    assert platform.run("full_resync").success
+    assert set(platform.tec.products) - live == {deleted["id"], order[595]["id"]}
+    for gone in (deleted["id"], order[595]["id"]):
+        assert platform.tec.products[gone]["enable"] is False
+    assert live <= delivered(platform)
+
+
+def test_an_incremental_pass_that_slipped_holds_its_cursor(platform):
+    """The same fault in an incremental pass: the change on the page boundary was not staged,
+    so the cursor must not move past it."""
+    catalog = platform.catalog
+    assert platform.run("full_resync").success
+    catalog.set_clock(ticking_clock(datetime(2026, 7, 1)))
+    for record in by_page_order(catalog)[:250]:
+        catalog.upsert_product({"id": record["id"], "stock": (record.get("stock") or 0) + 1})
+    fired = []
+
+    def move_while_paging(query):
+        if query.get("type") == "product" and query.get("offset") == "99" and not fired:
+            fired.append(True)
+            since = query["modified_since"]
+            pending = [r for r in by_page_order(catalog) if r["modified_at"] >= since]
+            catalog.remove(pending[3]["id"])  # already read
+            catalog.remove(pending[4]["id"])
+            for n in range(2):
+                catalog.upsert_product(
+                    {"id": f"feed0000-0000-4000-8000-00000000020{n}", "name": "Н"}
+                )
+
+    platform.onec.on_request(move_while_paging)
+    result = platform.run("incremental_sync")
+    platform.onec.on_request(None)
+    assert result.success and fired
+    meta = materializations(result, "onec_products")
+    assert meta["pass_consistent"] is False and "shifted" in meta["paging_anomalies"]
+    assert meta["cursor_after"] == meta["cursor_before"]
+    outcome = tick(platform)
+    assert isinstance(outcome, dg.SensorResult) and outcome.run_requests  # the held cursor
+    assert platform.run("incremental_sync").success
+    for record in catalog.products():
+        assert platform.tec.products[record["id"]].get("store_balance") == record.get("stock")
+
+
+def test_a_short_page_before_count_does_not_end_the_listing(platform):
+    """1C answers one page with 99 records while `count` says more follow (a server capping its
+    pages, or its count and data being two queries). Taken for the end, the full resync would
+    disable everything after it."""
+    catalog = platform.catalog
+    assert platform.run("full_resync").success
+    total, page = catalog.query(
+        "product", modified_since="1970-01-01T00:00:00", limit=100, offset=495
+    )
+    platform.onec.inject(
+        status=200,
+        body={"count": total, "data": page[:99]},
+        match=lambda q: q.get("type") == "product" and q.get("offset") == "495",
+    )
+    second = platform.run("full_resync")
+    assert second.success
+    meta = materializations(second, "onec_products")
+    assert meta["pass_consistent"] is True and meta["fetched"] == total
+    assert not [i for i, item in platform.tec.products.items() if item.get("enable") is False]
+
+
+def test_a_listing_that_ends_below_its_count_holds_the_pass(platform):
+    """1C counts a record it never serves (one it cannot serialise): every page is full but
+    the last, and the listing ends short of `count`. Nothing may be judged removed."""
+    catalog = platform.catalog
+    assert platform.run("full_resync").success
+    total, _ = catalog.query("product", modified_since="1970-01-01T00:00:00", limit=1)
+    # Every page 1C serves in the pass (from 0, then 99 k, then one early for the missing one).
+    for offset in [*range(0, total, 99), total - 1]:
+        _, data = catalog.query(
+            "product", modified_since="1970-01-01T00:00:00", limit=100, offset=offset
+        )
+        platform.onec.inject(
+            status=200,
+            body={"count": total + 1, "data": data},
+            times=10,
+            match=lambda q, at=str(offset): q.get("type") == "product" and q.get("offset") == at,
+        )
+    result = platform.run("full_resync")
+    assert result.success
+    meta = materializations(result, "onec_products")
+    assert meta["pass_consistent"] is False
+    assert f"1C counted {total + 1} records but served {total}" in meta["paging_anomalies"]
+    assert meta["cursor_after"] == meta["cursor_before"] and "removed" not in meta
