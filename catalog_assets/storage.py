@@ -408,6 +408,31 @@ def resequence_moved(
     return categories, products
 
 
+def resequence_appeared(
+    con: duckdb.DuckDBPyConnection,
+    appeared: list[str],
+    *,
+    published_before: datetime | None,
+    now: datetime,
+) -> int:
+    """Give new sequence numbers in every feed to the products that waited under a category
+    new to the tree (its parent unknown until now: created late in 1C, or its record
+    quarantined until fixed). Such a product belonged to no subtree when the outlets were
+    served it, so an outlet filtering on the subtree the category appears in never got it,
+    and the product itself may never change again. Only rows staged before the previous tree
+    (`published_before`) can have been served that way; a first tree has none. Returns the
+    number of products resequenced."""
+    if not appeared or published_before is None:
+        return 0
+    return con.execute(
+        """UPDATE onec_products SET change_seq = nextval('catalog_change_seq'),
+               price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq'),
+               staged_at = $now
+           WHERE parent IN (SELECT unnest($appeared::VARCHAR[])) AND staged_at < $before""",
+        {"appeared": appeared, "before": published_before, "now": now},
+    ).fetchall()[0][0]
+
+
 def hash_text(text: str) -> str:
     import hashlib
 

@@ -27,6 +27,7 @@ from catalog_assets.storage import (
     load_rows,
     max_modified_at,
     preview,
+    resequence_appeared,
     resequence_moved,
     set_cursor,
     stage_page,
@@ -310,11 +311,18 @@ def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.
         )
         nodes = build_category_tree(categories, product_ids)
         previous = dict(con.execute("SELECT id, parent FROM category_tree").fetchall())
+        previous_at = con.execute("SELECT max(computed_at) FROM category_tree").fetchall()[0][0]
         moved = moved_categories(previous, {c: parent for c, (parent, _) in categories.items()})
         now = utcnow()
         with transaction(con):
             # In the tree's own transaction: the moves are judged against the tree it replaces.
             moved_counts = resequence_moved(con, moved, now=now)
+            waited = resequence_appeared(
+                con,
+                sorted(categories.keys() - previous.keys()),
+                published_before=previous_at,
+                now=now,
+            )
             con.execute("DELETE FROM category_tree")
             load_rows(
                 con,
@@ -357,6 +365,8 @@ def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.
             # the outlets whose subtrees they left or entered.
             "moved_categories": moved_counts[0],
             "products_under_moved": moved_counts[1],
+            # Products that waited for their category (new to the tree): resent likewise.
+            "products_under_new_categories": waited,
             "flagged_preview": dg.MetadataValue.md(flagged),
         },
         check_results=checks,

@@ -356,6 +356,36 @@ def test_an_orphan_whose_parent_appears_reaches_the_outlet_with_its_products(
     assert "under-orphan" in store.items["products"]
 
 
+def test_a_product_that_waited_for_its_category_reaches_the_outlet(platform, hub, api, tmp_path):
+    """A product whose category 1C had not created yet belonged to no subtree when the outlet
+    was served it. 1C then creates the category in the outlet's subtree and the product, which
+    did not change, must arrive in every feed."""
+    first = platform.run("full_resync")
+    # A first tree resequences nothing (every category is new, every product staged with it).
+    assert materializations(first, "category_tree")["products_under_new_categories"] == 0
+    catalog = platform.catalog
+    groceries = category_id(platform, "Бакалея")
+    hub.write_registry([hub.entry("msk-001", categories=[groceries]), hub.entry("ekb-003")])
+    catalog.upsert_product(
+        {"id": "waits", "parent": "new-cat", "type": "product", "name": "Ждёт", "price": 5}
+    )
+    assert platform.run("incremental_sync").success
+    store, everything = LocalStore(tmp_path / "msk.json"), LocalStore(tmp_path / "ekb.json")
+    for _ in range(2):
+        sync_outlet(api.client("msk-001"), store, limit=1000)
+        sync_outlet(api.client("ekb-003"), everything, limit=1000)
+    assert "waits" not in store.items["products"] and "waits" in everything.items["products"]
+
+    catalog.upsert_category("new-cat", groceries, "Новая")
+    created = platform.run("incremental_sync")
+    assert created.success
+    assert materializations(created, "category_tree")["products_under_new_categories"] == 1
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    assert "new-cat" in store.items["categories"]
+    for feed in ("products", "prices", "stock"):
+        assert set(store.items[feed]) == subtree_products(platform, groceries), feed
+
+
 def test_editing_an_outlets_categories_replays_and_delists(platform, hub, api, tmp_path):
     """The outlet's own filter changes (an operator edits outlets.yaml): it gets the older
     items of categories it gained, and removals for what it held from categories it lost."""
