@@ -63,6 +63,8 @@ def outlet_feed_snapshot(
             "built": published.built,
             "why_full_copy": published.why_full or "(incremental)",
             "rows_replaced": published.replaced,
+            # Non-zero once after a store restore or rebuild: every outlet replays its feeds.
+            "rows_renumbered": published.renumbered,
         }
     )
 

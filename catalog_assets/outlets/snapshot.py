@@ -154,6 +154,7 @@ class PublishedSnapshot:
     built: str  # "full" or "incremental"
     why_full: str  # why a full copy was made ("" when incremental)
     replaced: int  # rows replaced or added in the base's copy (incremental)
+    renumbered: int = 0  # rows renumbered past the previous snapshot (`_continue_numbering`)
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,63 @@ def _discard(building: Path) -> None:
     Path(f"{building}.wal").unlink(missing_ok=True)
 
 
+def _continue_numbering(catalog: duckdb.DuckDBPyConnection, directory: Path, log: Any) -> int:
+    """Keep the feeds' numbering ahead of every snapshot already served. Returns the rows
+    renumbered (0 when the store's numbering is already past the current snapshot's).
+
+    Outlets remember positions in the published numbering, not in any one store. A catalog
+    store restored from a backup, or deleted and rebuilt by `full_resync`, numbers from an
+    earlier point, so its changes since take numbers outlets may have passed already, and the
+    API would answer them "nothing changed". So when the current snapshot is not the last one
+    this store published, the sequence restarts above every number either has used and every
+    staged row takes a new number, in one transaction: every outlet replays its feeds once and
+    ends with what 1C holds, whatever the store lost. (An item created and deleted in the lost
+    stretch is unknown to the store and is never sent to outlets as a removal. A crash between
+    publishing and recording the publication also lands here: one needless replay.)
+    """
+    try:
+        current = (directory / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return 0
+    last = catalog.execute("SELECT snapshot FROM outlet_snapshot_published").fetchall()
+    if last and last[0][0] == current:
+        return 0
+    try:
+        catalog.execute(f"ATTACH '{directory / current}' AS {BASE_ALIAS} (READ_ONLY)")
+    except duckdb.Error as exc:
+        log.warning(f"outlet snapshot: cannot open {current} to check numbering ({_one_line(exc)})")
+        return 0
+    try:
+        served = max(seq for seq, _ in _feed_stats(catalog, BASE_ALIAS).values())
+    except duckdb.Error as exc:
+        log.warning(f"outlet snapshot: cannot read {current} to check numbering ({_one_line(exc)})")
+        return 0
+    finally:
+        catalog.execute(f"DETACH {BASE_ALIAS}")
+    ours = catalog.execute("SELECT nextval('catalog_change_seq')").fetchall()[0][0]
+    catalog.execute("BEGIN TRANSACTION")
+    try:
+        start = max(int(served), int(ours)) + 1
+        catalog.execute(f"CREATE OR REPLACE SEQUENCE catalog_change_seq START {start}")
+        renumbered = catalog.execute(
+            "UPDATE onec_categories SET change_seq = nextval('catalog_change_seq')"
+        ).fetchall()[0][0]
+        renumbered += catalog.execute(
+            """UPDATE onec_products SET change_seq = nextval('catalog_change_seq'),
+                   price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq')"""
+        ).fetchall()[0][0]
+    except BaseException:
+        catalog.execute("ROLLBACK")
+        raise
+    catalog.execute("COMMIT")
+    log.warning(
+        f"outlet snapshot: the served snapshot {current} (numbered up to {served}) is not the "
+        f"last one this catalog store published (a restored or rebuilt store, numbering at "
+        f"{ours}): renumbered {renumbered} rows from {start}; every outlet replays its feeds once"
+    )
+    return renumbered
+
+
 def publish_snapshot(
     catalog: duckdb.DuckDBPyConnection,
     snapshot_dir: str,
@@ -322,6 +380,7 @@ def publish_snapshot(
         "format": snapshot_format(catalog),
     }
     base, why_full = _usable_base(catalog, directory, meta["format"])
+    renumbered = 0 if base is not None else _continue_numbering(catalog, directory, log)
     counts: dict[str, int] = {}
     if base is not None:
         counts, why_full = _count_changes(catalog, base)
@@ -379,6 +438,7 @@ def publish_snapshot(
         "full" if why_full else "incremental",
         why_full,
         0 if why_full else sum(counts.values()),
+        renumbered,
     )
 
 

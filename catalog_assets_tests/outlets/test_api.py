@@ -3,8 +3,11 @@ a DuckDB file in tmp_path, and the snapshot it publishes."""
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import httpx
 import pytest
@@ -384,6 +387,40 @@ def test_a_product_that_waited_for_its_category_reaches_the_outlet(platform, hub
     assert "new-cat" in store.items["categories"]
     for feed in ("products", "prices", "stock"):
         assert set(store.items[feed]) == subtree_products(platform, groceries), feed
+
+
+def test_an_outlet_gets_changes_made_after_the_store_was_restored_or_rebuilt(
+    platform, hub, api, tmp_path
+):
+    """A restored catalog store numbers changes from where its backup stood, below what the
+    outlet has acknowledged; a rebuilt one from 1. Its changes must still reach the outlet."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    store = caught_up(hub, api, tmp_path, None)
+    backup = tmp_path / "catalog-backup.duckdb"
+    shutil.copyfile(platform.store.path, backup)
+    chosen = [p["id"] for p in catalog.products()[:10]]
+
+    def reprice_and_sync(price) -> dg.ExecuteInProcessResult:
+        for product in chosen:
+            catalog.upsert_product({"id": product, "price": price})
+        result = platform.run("incremental_sync")
+        assert result.success
+        for _ in range(2):
+            sync_outlet(api.client("msk-001"), store, limit=1000)
+        assert {store.items["prices"][p]["price"] for p in chosen} == {price}
+        return result
+
+    reprice_and_sync(999)
+    shutil.copyfile(backup, platform.store.path)  # the operator restores the catalog store
+    restored = materializations(reprice_and_sync(5), "outlet_feed_snapshot")
+    assert restored["rows_renumbered"] > 0
+    for path in (platform.store.path, platform.store.path + ".wal"):
+        if os.path.exists(path):
+            os.remove(path)  # or deletes it and rebuilds with a full resync
+    assert platform.run("full_resync").success
+    reprice_and_sync(7)
+    assert set(store.items["products"]) == {p["id"] for p in catalog.products()}
 
 
 def test_editing_an_outlets_categories_replays_and_delists(platform, hub, api, tmp_path):
