@@ -330,7 +330,7 @@ def stage_page(
                        resolved_at = NULL""",
                 {
                     "entity": entity,
-                    "key": rejection.record_id or f"raw:{hash_text(rejection.raw)}",
+                    "key": quarantine_key(rejection),
                     "id": rejection.record_id,
                     "reason": rejection.reason,
                     "raw": rejection.raw,
@@ -431,6 +431,11 @@ def resequence_appeared(
            WHERE parent IN (SELECT unnest($appeared::VARCHAR[])) AND staged_at < $before""",
         {"appeared": appeared, "before": published_before, "now": now},
     ).fetchall()[0][0]
+
+
+def quarantine_key(rejection: Rejection) -> str:
+    """A quarantine row's key: the record's id, or its raw text's hash when it has none."""
+    return rejection.record_id or f"raw:{hash_text(rejection.raw)}"
 
 
 def hash_text(text: str) -> str:

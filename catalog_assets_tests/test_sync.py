@@ -3,7 +3,7 @@
 import dagster as dg
 
 from catalog_assets.mapping import product_item
-from catalog_assets.sensors import onec_change_sensor
+from catalog_assets.sensors import load_sweep, onec_change_sensor
 
 from .conftest import materializations
 
@@ -118,6 +118,72 @@ def test_sensor_requests_a_run_for_a_deep_category_change(platform):
     assert isinstance(outcome, dg.SensorResult)
     assert len(outcome.run_requests) == 1
     assert "categories: 1 changed" in outcome.cursor
+
+
+def test_sensor_starts_no_runs_for_a_record_it_already_quarantined(platform):
+    """The cursor cannot pass a record that was never staged, so 1C serves it every tick."""
+    platform.run("full_resync")
+    platform.catalog.add_raw(
+        {
+            "id": "bad-price-newest",
+            "parent": "0",
+            "type": "product",
+            "name": "Цена",
+            "price": "сто",
+            "modified_at": "2026-09-01T00:00:00",
+        }
+    )
+    assert isinstance(tick(platform), dg.SensorResult)  # new in 1C: a genuine change
+    assert platform.run("incremental_sync").success  # quarantined
+    outcome = tick(platform)
+    assert isinstance(outcome, dg.SkipReason), outcome
+    platform.catalog.upsert_product({"id": "bad-price-newest", "price": "двести"})
+    assert isinstance(tick(platform), dg.SensorResult)  # served otherwise: a change again
+
+
+def test_sensor_finds_a_change_behind_a_bulk_edit_at_the_cursor(platform):
+    """600 products edited within one second (a price-list import) sit at the cursor and come
+    back every tick, more than a tick reads: the next tick reads on where the last stopped."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    products = sorted(catalog.products(), key=lambda r: (r["modified_at"], r["id"]))
+    for record in products[:600]:
+        catalog.upsert_product({"id": record["id"], "price": 99}, "2026-08-01T10:00:00")
+    assert platform.run("incremental_sync").success
+
+    def ticks(cursor=None):
+        with dg.build_sensor_context(
+            instance=platform.instance, cursor=cursor, resources=platform.resources
+        ) as context:
+            return onec_change_sensor(context), context.cursor
+
+    outcome, cursor = ticks()
+    assert isinstance(outcome, dg.SkipReason) and "reads on from 500" in outcome.skip_message
+    outcome, cursor = ticks(cursor)  # the sixth page: the end, nothing changed
+    assert isinstance(outcome, dg.SkipReason) and cursor is None
+    # An item of the bulk edited again: `count` at the cursor stays 600, the item moves last.
+    catalog.upsert_product({"id": products[0]["id"], "price": 12345}, "2026-08-01T10:05:00")
+    outcome, cursor = ticks(cursor)
+    assert isinstance(outcome, dg.SkipReason)
+    outcome, cursor = ticks(cursor)
+    assert isinstance(outcome, dg.SensorResult) and "products: 1 changed" in outcome.cursor
+    # An item from before the cursor edited: 1C counts one more at the cursor than swept.
+    assert platform.run("incremental_sync").success
+    for record in products[:600]:
+        catalog.upsert_product({"id": record["id"], "price": 98}, "2026-08-01T11:00:00")
+    assert platform.run("incremental_sync").success
+    outcome, cursor = ticks()
+    catalog.upsert_product({"id": products[-1]["id"], "price": 54321}, "2026-08-01T11:05:00")
+    outcome, cursor = ticks(cursor)
+    assert isinstance(outcome, dg.SensorResult) and "products: 1 changed" in outcome.cursor
+
+
+def test_a_sensor_cursor_it_cannot_read_starts_the_sweep_afresh():
+    assert load_sweep('{"sweep": {"products": ["2026-08-01T10:00:00", 600, 500]}}') == {
+        "products": ["2026-08-01T10:00:00", 600, 500]
+    }
+    for raw in (None, "categories: 1 changed", "[1]", '{"sweep": {"products": ["x", -1, 5]}}'):
+        assert load_sweep(raw) == {}
 
 
 def test_sensor_requests_a_first_sync_on_an_empty_store(platform):
