@@ -433,6 +433,23 @@ def resequence_appeared(
     ).fetchall()[0][0]
 
 
+def renumber_feeds(con: duckdb.DuckDBPyConnection, above: int) -> int:
+    """Restart `catalog_change_seq` above `above` and give every staged row new numbers in
+    every feed, in one transaction: the outlets' way to see the whole catalog again when the
+    numbers they were served came from another history (outlets/snapshot.py,
+    `_continue_numbering`). Returns the rows renumbered."""
+    with transaction(con):
+        con.execute(f"CREATE OR REPLACE SEQUENCE catalog_change_seq START {int(above) + 1}")
+        renumbered = con.execute(
+            "UPDATE onec_categories SET change_seq = nextval('catalog_change_seq')"
+        ).fetchall()[0][0]
+        renumbered += con.execute(
+            """UPDATE onec_products SET change_seq = nextval('catalog_change_seq'),
+                   price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq')"""
+        ).fetchall()[0][0]
+    return renumbered
+
+
 def quarantine_key(rejection: Rejection) -> str:
     """A quarantine row's key: the record's id, or its raw text's hash when it has none."""
     return rejection.record_id or f"raw:{hash_text(rejection.raw)}"

@@ -198,7 +198,7 @@ class OneCCatalogClient(dg.ConfigurableResource):
         """
         report = report if report is not None else PassReport()
         width = max(1, self.page_concurrency if concurrency is None else concurrency)
-        step = max(1, self.page_size - 1)  # new positions a full page brings after its anchor
+        step = self.page_size - 1  # new positions a full page brings after its anchor
         seen: set[str] = set()
         in_flight: deque[tuple[int, Future]] = deque()
         pool: ThreadPoolExecutor | None = None

@@ -41,6 +41,7 @@ from typing import Any
 import duckdb
 
 from catalog_assets.outlets.feeds import EVERYTHING, FEEDS, expand_subtrees
+from catalog_assets.storage import renumber_feeds
 
 logger = logging.getLogger("catalog_assets.outlets")
 
@@ -178,19 +179,31 @@ def _feed_stats(catalog: duckdb.DuckDBPyConnection, alias: str) -> dict[str, tup
     }
 
 
+def _current_and_ours(
+    catalog: duckdb.DuckDBPyConnection, directory: Path
+) -> tuple[str | None, str | None]:
+    """The snapshot `CURRENT` names (None before the first) and the last one this catalog
+    store published (None if it never did). When they differ, the store's numbering is not
+    the one outlets were served."""
+    try:
+        current = (directory / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        current = None
+    last = catalog.execute("SELECT snapshot FROM outlet_snapshot_published").fetchall()
+    return current, last[0][0] if last else None
+
+
 def _usable_base(
     catalog: duckdb.DuckDBPyConnection, directory: Path, format_now: str
 ) -> tuple[_Base | None, str]:
     """The current snapshot as the base of the next one, or None and why not."""
-    try:
-        current = (directory / POINTER).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
+    current, ours = _current_and_ours(catalog, directory)
+    if current is None:
         return None, "no previous snapshot"
-    last = catalog.execute("SELECT snapshot FROM outlet_snapshot_published").fetchone()
-    if last is None or last[0] != current:
+    if ours != current:
         return None, (
             f"the current snapshot {current} is not the last one this catalog store published "
-            f"({last[0] if last else 'none'}): another store, a restored or recreated one, or "
+            f"({ours or 'none'}): another store, a restored or recreated one, or "
             "a snapshot published elsewhere since"
         )
     path = directory / current
@@ -299,7 +312,7 @@ def _discard(building: Path) -> None:
 
 def _continue_numbering(catalog: duckdb.DuckDBPyConnection, directory: Path, log: Any) -> int:
     """Keep the feeds' numbering ahead of every snapshot already served. Returns the rows
-    renumbered (0 when the store's numbering is already past the current snapshot's).
+    renumbered (0 when this store published the current snapshot, or there is none).
 
     Outlets remember positions in the published numbering, not in any one store. A catalog
     store restored from a backup, or deleted and rebuilt by `full_resync`, numbers from an
@@ -311,12 +324,8 @@ def _continue_numbering(catalog: duckdb.DuckDBPyConnection, directory: Path, log
     stretch is unknown to the store and is never sent to outlets as a removal. A crash between
     publishing and recording the publication also lands here: one needless replay.)
     """
-    try:
-        current = (directory / POINTER).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return 0
-    last = catalog.execute("SELECT snapshot FROM outlet_snapshot_published").fetchall()
-    if last and last[0][0] == current:
+    current, ours = _current_and_ours(catalog, directory)
+    if current is None or current == ours:
         return 0
     try:
         catalog.execute(f"ATTACH '{directory / current}' AS {BASE_ALIAS} (READ_ONLY)")
@@ -330,26 +339,14 @@ def _continue_numbering(catalog: duckdb.DuckDBPyConnection, directory: Path, log
         return 0
     finally:
         catalog.execute(f"DETACH {BASE_ALIAS}")
-    ours = catalog.execute("SELECT nextval('catalog_change_seq')").fetchall()[0][0]
-    catalog.execute("BEGIN TRANSACTION")
-    try:
-        start = max(int(served), int(ours)) + 1
-        catalog.execute(f"CREATE OR REPLACE SEQUENCE catalog_change_seq START {start}")
-        renumbered = catalog.execute(
-            "UPDATE onec_categories SET change_seq = nextval('catalog_change_seq')"
-        ).fetchall()[0][0]
-        renumbered += catalog.execute(
-            """UPDATE onec_products SET change_seq = nextval('catalog_change_seq'),
-                   price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq')"""
-        ).fetchall()[0][0]
-    except BaseException:
-        catalog.execute("ROLLBACK")
-        raise
-    catalog.execute("COMMIT")
+    numbering = catalog.execute("SELECT nextval('catalog_change_seq')").fetchall()[0][0]
+    above = max(int(served), int(numbering))
+    renumbered = renumber_feeds(catalog, above)
     log.warning(
         f"outlet snapshot: the served snapshot {current} (numbered up to {served}) is not the "
         f"last one this catalog store published (a restored or rebuilt store, numbering at "
-        f"{ours}): renumbered {renumbered} rows from {start}; every outlet replays its feeds once"
+        f"{numbering}): renumbered {renumbered} rows above {above}; every outlet replays its "
+        "feeds once"
     )
     return renumbered
 

@@ -39,6 +39,30 @@ def tick(platform):
         return onec_change_sensor(context)
 
 
+def incremental_over_a_moving_backlog(platform, edit) -> dg.ExecuteInProcessResult:
+    """`incremental_sync` over a backlog of three pages after the cursor (so the pass has
+    pages to slip), with `edit(pending)` applied in 1C once, as the second page is asked for;
+    `pending` is what the pass is paging through, in page order."""
+    catalog = platform.catalog
+    assert platform.run("full_resync").success
+    catalog.set_clock(ticking_clock(datetime(2026, 7, 1)))
+    for record in by_page_order(catalog)[:250]:
+        catalog.upsert_product({"id": record["id"], "stock": (record.get("stock") or 0) + 1})
+    fired = []
+
+    def move_while_paging(query):
+        if query.get("type") == "product" and query.get("offset") == "99" and not fired:
+            fired.append(True)
+            since = query["modified_since"]
+            edit([r for r in by_page_order(catalog) if r["modified_at"] >= since])
+
+    platform.onec.on_request(move_while_paging)
+    result = platform.run("incremental_sync")
+    platform.onec.on_request(None)
+    assert result.success and fired
+    return result
+
+
 def test_full_resync_over_a_moving_catalog_loses_nothing_and_pushes_nothing_twice(platform, ledger):
     catalog = platform.catalog
     catalog.set_clock(ticking_clock(datetime(2026, 6, 1)))
@@ -104,36 +128,18 @@ def test_full_resync_over_a_moving_catalog_loses_nothing_and_pushes_nothing_twic
 
 def test_incremental_pass_with_inserts_deletes_and_edits_recovers(platform, ledger):
     catalog = platform.catalog
-    assert platform.run("full_resync").success
-    catalog.set_clock(ticking_clock(datetime(2026, 7, 1)))
-    # A backlog of three pages after the cursor, so the incremental pass has pages to slip.
-    backlog = by_page_order(catalog)[:250]
-    for record in backlog:
-        catalog.upsert_product({"id": record["id"], "stock": (record.get("stock") or 0) + 1})
-    fired = []
 
-    def move_while_paging(query):
-        if query.get("type") == "product" and query.get("offset") == "99" and not fired:
-            fired.append(True)
-            since = query["modified_since"]
-            pending = [r for r in by_page_order(catalog) if r["modified_at"] >= since]
-            catalog.upsert_product({"id": pending[3]["id"], "price": 1.5})  # already read
-            for record in pending[150:152]:
-                catalog.remove(record["id"])  # not yet read
-            for n in range(3):
-                catalog.upsert_product(
-                    {
-                        "id": f"feed0000-0000-4000-8000-00000000010{n}",
-                        "parent": "0",
-                        "name": f"Новый {n}",
-                    }
-                )
+    def edit(pending):
+        catalog.upsert_product({"id": pending[3]["id"], "price": 1.5})  # already read
+        for record in pending[150:152]:
+            catalog.remove(record["id"])  # not yet read
+        for n in range(3):
+            catalog.upsert_product(
+                {"id": f"feed0000-0000-4000-8000-00000000010{n}", "parent": "0", "name": f"Н {n}"}
+            )
 
-    platform.onec.on_request(move_while_paging)
     ledger.fault("1C edits/deletes/inserts while paging", 6)
-    result = platform.run("incremental_sync")
-    platform.onec.on_request(None)
-    assert result.success and fired
+    result = incremental_over_a_moving_backlog(platform, edit)
     meta = materializations(result, "onec_products")
     assert meta["pass_consistent"] is False and "count changed" in meta["paging_anomalies"]
     assert meta["cursor_after"] == meta["cursor_before"]  # held
@@ -191,28 +197,14 @@ def test_an_incremental_pass_that_slipped_holds_its_cursor(platform):
     """The same fault in an incremental pass: the change on the page boundary was not staged,
     so the cursor must not move past it."""
     catalog = platform.catalog
-    assert platform.run("full_resync").success
-    catalog.set_clock(ticking_clock(datetime(2026, 7, 1)))
-    for record in by_page_order(catalog)[:250]:
-        catalog.upsert_product({"id": record["id"], "stock": (record.get("stock") or 0) + 1})
-    fired = []
 
-    def move_while_paging(query):
-        if query.get("type") == "product" and query.get("offset") == "99" and not fired:
-            fired.append(True)
-            since = query["modified_since"]
-            pending = [r for r in by_page_order(catalog) if r["modified_at"] >= since]
-            catalog.remove(pending[3]["id"])  # already read
-            catalog.remove(pending[4]["id"])
-            for n in range(2):
-                catalog.upsert_product(
-                    {"id": f"feed0000-0000-4000-8000-00000000020{n}", "name": "Н"}
-                )
+    def edit(pending):
+        catalog.remove(pending[3]["id"])  # already read
+        catalog.remove(pending[4]["id"])
+        for n in range(2):
+            catalog.upsert_product({"id": f"feed0000-0000-4000-8000-00000000020{n}", "name": "Н"})
 
-    platform.onec.on_request(move_while_paging)
-    result = platform.run("incremental_sync")
-    platform.onec.on_request(None)
-    assert result.success and fired
+    result = incremental_over_a_moving_backlog(platform, edit)
     meta = materializations(result, "onec_products")
     assert meta["pass_consistent"] is False and "shifted" in meta["paging_anomalies"]
     assert meta["cursor_after"] == meta["cursor_before"]
