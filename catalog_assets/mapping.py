@@ -199,6 +199,19 @@ def _with_enable(item: dict[str, Any], enable: bool | None) -> dict[str, Any]:
     return item
 
 
+def disabled_item(external_id: str, *, is_category: bool) -> dict[str, Any]:
+    """A removal: the id and `enable: false`, nothing of the last staged record.
+
+    `put-products` is an upsert, so this is all a disable needs; sending the whole record
+    would make the disable as refusable as that record (a relative image path, a parent
+    Tec.Delivery does not know), and a product 1C deleted would stay on sale.
+    """
+    item: dict[str, Any] = {"external_id": external_id, "enable": False}
+    if is_category:
+        item["is_category"] = True
+    return item
+
+
 def category_item(record: dict[str, Any], enable: bool | None = None) -> dict[str, Any]:
     """Seed: external_id <- id, external_parent_id <- parent (absent for roots), name."""
     item: dict[str, Any] = {"external_id": record["id"]}

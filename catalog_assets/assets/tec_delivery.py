@@ -25,7 +25,7 @@ from catalog_assets.assets.config import PushConfig
 from catalog_assets.assets.onec import SYNC_POOL, category_tree, onec_products
 from catalog_assets.checks import HELD_BACK_PRODUCTS, check_specs, evaluate_checks
 from catalog_assets.http import decode_json
-from catalog_assets.mapping import MappingOptions, category_item, product_item
+from catalog_assets.mapping import MappingOptions, category_item, disabled_item, product_item
 from catalog_assets.storage import (
     PUSH_TABLE,
     CatalogStore,
@@ -48,16 +48,18 @@ APPLY_GROUP = 100
 
 # Rows: (depth, id, record json, desired hash, removed, previously_enabled). Each is streamed
 # once per push (per level for categories) in batches; products are left unordered, since
-# sorting 100,000 records would hold them all in memory at once.
+# sorting 100,000 records would hold them all in memory at once. A removed category is
+# disabled whatever the tree now says of it (moved under an orphan, then deleted): a disable
+# names no parent, so it goes with the roots when the tree gives it no depth.
 PENDING_CATEGORIES = """
 SELECT t.depth, c.id, c.record,
        CASE WHEN c.removed_at IS NULL THEN c.content_hash ELSE 'removed:' || c.content_hash END AS desired,
        c.removed_at IS NOT NULL AS removed, d.enabled
 FROM onec_categories c
-JOIN category_tree t ON t.id = c.id AND t.status = 'ok'
+JOIN category_tree t ON t.id = c.id AND (t.status = 'ok' OR c.removed_at IS NOT NULL)
 LEFT JOIN tec_delivery_categories d ON d.external_id = c.id
 LEFT JOIN tec_delivery_categories dp ON dp.external_id = c.parent
-WHERE ($depth IS NULL OR t.depth = $depth)
+WHERE ($depth IS NULL OR coalesce(t.depth, 0) = $depth)
   AND ($all OR desired IS DISTINCT FROM d.pushed_hash)
   AND ($all OR d.dead_lettered_at IS NULL)
   AND NOT (c.removed_at IS NOT NULL AND d.pushed_hash IS NULL)
@@ -146,14 +148,17 @@ def pending_batches(
         while rows := reader.fetchmany(size):
             batch = []
             for _, item_id, record_json, desired, removed, enabled in rows:
-                record = decode_json(record_json)
-                # Send `enable` only with news: false for a removal, true for a comeback.
-                enable = False if removed else (True if enabled is False else None)
-                item = (
-                    category_item(record, enable)
-                    if entity == "categories"
-                    else product_item(record, options, enable)
-                )
+                if removed:
+                    item = disabled_item(item_id, is_category=entity == "categories")
+                else:
+                    record = decode_json(record_json)
+                    # `enable` only with news: true for an item that comes back.
+                    enable = True if enabled is False else None
+                    item = (
+                        category_item(record, enable)
+                        if entity == "categories"
+                        else product_item(record, options, enable)
+                    )
                 batch.append(Pending(item_id, item, desired, removed))
             yield batch
     finally:
@@ -185,7 +190,7 @@ def record_outcomes(con, entity: str, sent: list[Sent], *, run_id: str, max_atte
     table = PUSH_TABLE[entity]
     now = utcnow()
     batch_ids = [str(uuid.uuid4()) for _ in sent]
-    rejected = [(s, b) for s, b in zip(sent, batch_ids, strict=True) if s.single_rejection]
+    rejected = [s for s in sent if s.single_rejection]
     # One request and no rejection (the usual case) is one statement in autocommit: every
     # call into DuckDB gives up the GIL and waits to get it back from the busy threads.
     single = len(sent) == 1 and not rejected
@@ -215,21 +220,21 @@ def record_outcomes(con, entity: str, sent: list[Sent], *, run_id: str, max_atte
         if rejected:
             rows, params = rows_select(
                 {
-                    "external_id": ("VARCHAR", [s.items[0].id for s, _ in rejected]),
-                    "batch": ("VARCHAR", [b for _, b in rejected]),
-                    "error": ("VARCHAR", [s.outcome.error for s, _ in rejected]),
+                    "external_id": ("VARCHAR", [s.items[0].id for s in rejected]),
+                    "error": ("VARCHAR", [s.outcome.error for s in rejected]),
                 }
             )
+            # `last_batch_id` stays the batch that delivered what Tec.Delivery holds: its
+            # processing notification may still come, and must still count.
             con.execute(
                 f"""INSERT INTO {table} AS d (external_id, attempts, last_error, last_attempt_at,
-                        dead_lettered_at, last_batch_id)
-                    SELECT external_id, 1, error, $now, CASE WHEN 1 >= $max THEN $now END, batch
+                        dead_lettered_at)
+                    SELECT external_id, 1, error, $now, CASE WHEN 1 >= $max THEN $now END
                     FROM ({rows})
                     ON CONFLICT (external_id) DO UPDATE SET attempts = d.attempts + 1,
                         last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
                         dead_lettered_at = CASE WHEN d.attempts + 1 >= $max THEN excluded.last_attempt_at
-                                                ELSE d.dead_lettered_at END,
-                        last_batch_id = excluded.last_batch_id""",
+                                                ELSE d.dead_lettered_at END""",
                 {**params, "now": now, "max": max_attempts},
             )
 
@@ -436,6 +441,34 @@ def _single(items: list[Pending], outcome: BatchOutcome) -> bool:
     return outcome.rejected and len(items) == 1
 
 
+PRODUCTS_KEY = dg.AssetKey("tec_delivery_products")
+CATEGORIES_KEY = dg.AssetKey("tec_delivery_categories")
+
+
+def rejected_share_exceeded(entity: str, attempted: int, rejected: int) -> str | None:
+    """Why a push fails on Tec.Delivery's refusals, or None: more than MAX_REJECT_SHARE of what
+    it sent looks like a mapping or contract problem, not a few bad records."""
+    if attempted and rejected / attempted > MAX_REJECT_SHARE:
+        return (
+            f"Tec.Delivery rejected {rejected} of {attempted} {entity} (> {MAX_REJECT_SHARE:.0%});"
+            f" see push_batches and {PUSH_TABLE[entity]}.last_error"
+        )
+    return None
+
+
+def _categories_failure(context: dg.AssetExecutionContext, metadata: dict) -> dg.Failure | None:
+    """The categories' refusals of this same run, which their step left for this one to fail
+    on once the products are out."""
+    event = context.instance.get_latest_materialization_event(CATEGORIES_KEY)
+    if event is None or event.run_id != context.run_id:
+        return None
+    reported = event.asset_materialization.metadata
+    share = rejected_share_exceeded(
+        "categories", reported["attempted"].value, reported["failed"].value
+    )
+    return dg.Failure(description=share, metadata=metadata) if share else None
+
+
 def push_entity(
     context: dg.AssetExecutionContext,
     store: CatalogStore,
@@ -450,9 +483,9 @@ def push_entity(
     tally = PushTally()
     with store.connect() as con:
         if entity == "categories":
-            max_depth = con.execute(
-                "SELECT coalesce(max(depth), -1) FROM category_tree"
-            ).fetchone()[0]
+            max_depth = con.execute("SELECT coalesce(max(depth), 0) FROM category_tree").fetchone()[
+                0
+            ]
             levels = range(max_depth + 1)
         else:
             levels = range(1)
@@ -522,12 +555,19 @@ def push_entity(
             f"next run. {tally.transport_error}",
             metadata=metadata,
         )
-    elif tally.attempted and tally.rejected / tally.attempted > MAX_REJECT_SHARE:
-        failure = dg.Failure(
-            description=f"Tec.Delivery rejected {tally.rejected} of {tally.attempted} {entity} "
-            f"(> {MAX_REJECT_SHARE:.0%}); see push_batches and {PUSH_TABLE[entity]}.last_error",
-            metadata=metadata,
-        )
+    elif share := rejected_share_exceeded(entity, tally.attempted, tally.rejected):
+        if (
+            entity == "categories"
+            and PRODUCTS_KEY in context.job_def.asset_layer.selected_asset_keys
+        ):
+            # Failing here would skip the products step: one refused category in a small
+            # incremental run would hold back every price and stock change until it is
+            # dead-lettered. Products under a refused category are held back anyway.
+            context.log.error(f"{share}; the products are pushed first, then the run fails")
+        else:
+            failure = dg.Failure(description=share, metadata=metadata)
+    if failure is None and entity == "products":
+        failure = _categories_failure(context, metadata)
     if failure is not None:
         # The checks judge DuckDB, which this push changed even though it failed: reported
         # now, a dead letter's ERROR alerts with this run, not after the next completed push.

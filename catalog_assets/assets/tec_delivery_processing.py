@@ -108,18 +108,25 @@ def tec_delivery_processing(
                 )
                 con.unregister("incoming")
                 for entity, table in PUSH_TABLE.items():
+                    # Only notifications about the batch that carried an item's current
+                    # content count, and the latest of those wins: Tec.Delivery finishes out
+                    # of order, so an older batch's notification may arrive after the
+                    # current one's, and picking the latest first would drop the current.
                     con.execute(
                         f"""UPDATE {table} AS d SET processed_at = n.received_at,
                                processed_batch_id = n.batch_id, processing_status = n.status
                            FROM (
-                               SELECT external_id, batch_id, received_at, status FROM (
+                               SELECT u.external_id, u.batch_id, u.received_at, u.status
+                               FROM (
                                    SELECT unnest(external_ids) AS external_id, batch_id,
                                           received_at, status, seq
                                    FROM tec_delivery_notifications
-                                   WHERE seq > $after AND entity = $entity)
-                               QUALIFY row_number() OVER (PARTITION BY external_id ORDER BY seq DESC) = 1
+                                   WHERE seq > $after AND entity = $entity) u
+                               JOIN {table} c
+                                 ON c.external_id = u.external_id AND c.last_batch_id = u.batch_id
+                               QUALIFY row_number() OVER (PARTITION BY u.external_id ORDER BY u.seq DESC) = 1
                            ) n
-                           WHERE d.external_id = n.external_id AND d.last_batch_id = n.batch_id""",
+                           WHERE d.external_id = n.external_id""",
                         {"after": after, "entity": entity},
                     )
         unmatched = con.execute(

@@ -9,7 +9,11 @@ import math
 
 import dagster as dg
 
-from catalog_assets.assets.tec_delivery import MAX_ATTEMPTS, tec_delivery_products
+from catalog_assets.assets.tec_delivery import (
+    MAX_ATTEMPTS,
+    tec_delivery_categories,
+    tec_delivery_products,
+)
 
 from ..conftest import materializations
 from .conftest import delivered, live_valid_ids
@@ -135,3 +139,77 @@ def test_a_batch_refused_whole_with_200_and_error_status_is_bisected(platform, l
     assert platform.run("incremental_sync").success
     lost = ledger.settle(live_valid_ids(platform), delivered(platform))
     assert lost == set()
+
+
+def test_a_product_deleted_after_an_edit_tec_delivery_refused_is_still_disabled(platform):
+    """A disable carries the id and `enable: false` only: were it the whole staged record,
+    the refused edit (here a relative image path) would make the disable refusable too, and
+    the product 1C deleted would stay on sale at Tec.Delivery."""
+    assert platform.run("full_resync").success
+    product = platform.catalog.products()[0]["id"]
+    platform.catalog.upsert_product({"id": product, "image_url": "images/broken.jpg"})
+    assert not platform.run("incremental_sync", raise_on_error=False).success  # 1 of 1 refused
+    assert platform.query(
+        "SELECT last_error IS NOT NULL FROM tec_delivery_products WHERE external_id = ?", [product]
+    ) == [(True,)]
+
+    platform.catalog.remove(product)
+    assert platform.run("full_resync").success
+    assert platform.tec.products[product]["enable"] is False
+    [disable] = [
+        item
+        for request in platform.tec.requests
+        for item in request["payload"]
+        if item.get("external_id") == product and item.get("enable") is False
+    ]
+    assert disable == {"external_id": product, "enable": False}
+
+
+def test_a_category_moved_under_an_orphan_then_deleted_is_disabled(platform):
+    """The tree flags a category under an unknown parent and holds it back; once 1C deletes
+    it, its disable must still go out (it names no parent), or it stays live."""
+    assert platform.run("full_resync").success
+    parents = {c["parent"] for c in platform.catalog.categories()}
+    leaf = next(c for c in platform.catalog.categories() if c["id"] not in parents)
+    platform.catalog.upsert_category(leaf["id"], "no-such-category", leaf["name"])
+    assert platform.run("incremental_sync").success
+    assert platform.query("SELECT status FROM category_tree WHERE id = ?", [leaf["id"]]) == [
+        ("orphan",)
+    ]
+    platform.catalog.remove(leaf["id"])
+    assert platform.run("full_resync").success
+    assert platform.tec.categories[leaf["id"]]["enable"] is False
+
+
+def test_one_refused_category_does_not_hold_back_the_products_of_its_run(platform):
+    """In a small incremental run one refused category is over the 10% share. Failing its
+    step would skip `tec_delivery_products`, so every price and stock change would wait until
+    the category is dead-lettered (5 failed runs, 5 minutes apart): the products go out first
+    and the run fails after them, naming the categories."""
+    assert platform.run("full_resync").success
+    bad = platform.catalog.categories()[-1]
+    platform.tec.reject_ids.add(bad["id"])
+    platform.catalog.upsert_category(bad["id"], bad["parent"], bad["name"] + " (new)")
+    product = next(p for p in platform.catalog.products() if p["parent"] != bad["id"])
+    platform.catalog.upsert_product({"id": product["id"], "price": 777, "stock": 0})
+
+    result = platform.run("incremental_sync", raise_on_error=False)
+    assert not result.success
+    assert platform.tec.products[product["id"]]["price"] == 777
+    assert platform.tec.products[product["id"]]["store_balance"] == 0
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "tec_delivery_products"
+    assert "rejected 1 of 1 categories" in failure.step_failure_data.error.message
+    assert result.asset_materializations_for_node("tec_delivery_categories")
+
+    # Materialized alone, the categories' step has no products step to leave it to.
+    alone = dg.materialize(
+        [tec_delivery_categories],
+        instance=platform.instance,
+        resources=platform.resources,
+        run_config={"ops": {"tec_delivery_categories": {"config": {"repush_all": False}}}},
+        raise_on_error=False,
+    )
+    assert not alone.success
+    [failure] = [e for e in alone.all_events if e.is_step_failure]
+    assert "rejected 1 of 1 categories" in failure.step_failure_data.error.message

@@ -15,7 +15,7 @@ import requests
 
 from catalog_assets.assets.tec_delivery_processing import tec_delivery_webhook_sensor
 from catalog_assets.tec_delivery.client import TecDeliveryClient
-from catalog_assets.webhooks import WebhookReceiver, WebhookSpool
+from catalog_assets.webhooks import WebhookReceiver, WebhookSpool, spool
 
 from ..conftest import ONEC_PASSWORD, TOKEN, materializations
 from .conftest import WEBHOOK_SECRET
@@ -208,3 +208,56 @@ def test_a_server_echoing_the_webhook_url_does_not_put_its_secret_in_duckdb(hook
     assert platform.run("full_resync").success
     bodies = platform.query("SELECT response_body FROM push_batches WHERE http_status = 400")
     assert bodies and "unreachable from our side" in bodies[0][0]
+
+
+def test_a_late_notification_about_an_older_push_does_not_hide_the_current_one(
+    platform, tmp_path, ledger
+):
+    """Tec.Delivery finishes out of order: a one-item re-push (a price) can be done before
+    the big batch with images that carried the item's previous version. Both notifications
+    in one ingestion must still mark the item processed for its current content."""
+    spool_path = str(tmp_path / "webhooks.sqlite")
+    platform.resources["webhook_spool"] = WebhookSpool(path=spool_path)
+    assert platform.run("full_resync").success
+    product = platform.catalog.products()[0]["id"]
+    platform.catalog.upsert_product({"id": product, "price": 4321})
+    assert platform.run("incremental_sync").success
+    old, new = [
+        r for r in platform.tec.requests if r["status"] == 200 and product in r["external_ids"]
+    ]
+
+    spool.append(spool_path, "products.processed", new["request_id"], "done", [product])
+    spool.append(spool_path, "products.processed", old["request_id"], "done", old["external_ids"])
+    ledger.fault("notifications out of order")
+    meta = ingest(platform)
+    assert meta["new_notifications"] == 2 and meta["unmatched_notifications"] == 0
+    assert platform.query(
+        "SELECT processing_status = 'done' AND processed_batch_id = last_batch_id "
+        "FROM tec_delivery_products WHERE external_id = ?",
+        [product],
+    ) == [(True,)]
+
+
+def test_a_refused_edit_does_not_orphan_the_notification_about_what_was_delivered(
+    platform, tmp_path, ledger
+):
+    """What Tec.Delivery holds is still the delivered version when an edit is refused: the
+    notification about that delivery counts, and its batch stays in the journal."""
+    spool_path = str(tmp_path / "webhooks.sqlite")
+    platform.resources["webhook_spool"] = WebhookSpool(path=spool_path)
+    assert platform.run("full_resync").success
+    product = platform.catalog.products()[0]["id"]
+    [delivered] = [r for r in platform.tec.requests if product in r["external_ids"]]
+    platform.tec.reject_ids.add(product)
+    platform.catalog.upsert_product({"id": product, "price": 4321})
+    assert not platform.run("incremental_sync", raise_on_error=False).success
+
+    spool.append(spool_path, "products.processed", delivered["request_id"], "done", [product])
+    ledger.fault("notification after a refused edit")
+    meta = ingest(platform)
+    assert meta["unmatched_notifications"] == 0
+    assert platform.query(
+        "SELECT processing_status = 'done' AND processed_batch_id = last_batch_id, "
+        "last_error IS NOT NULL FROM tec_delivery_products WHERE external_id = ?",
+        [product],
+    ) == [(True, True)]
