@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS outlet_snapshot_published (
     last BOOLEAN PRIMARY KEY CHECK (last), snapshot VARCHAR NOT NULL,
     published_at TIMESTAMP NOT NULL, run_id VARCHAR
 );
+-- The outlet snapshots this store published lately, by the id their cursors carry: an outlet
+-- position minted by a snapshot not in this history was served by a store this one does not
+-- continue (restored from a backup, with or without its snapshots), so it starts again.
+CREATE TABLE IF NOT EXISTS outlet_publications (
+    publication VARCHAR NOT NULL, snapshot VARCHAR NOT NULL, published_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS onec_categories (
     id VARCHAR PRIMARY KEY, parent VARCHAR NOT NULL, name VARCHAR NOT NULL,
     modified_at TIMESTAMP, record VARCHAR NOT NULL, content_hash VARCHAR NOT NULL,

@@ -8,6 +8,8 @@ Materializing a partition from the UI does the same assessment on demand.
 """
 
 from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
 
 import dagster as dg
 
@@ -69,9 +71,31 @@ def outlet_feed_snapshot(
     )
 
 
+# One loader per outlets.yaml for the life of the process (the code server that evaluates the
+# monitor sensor, a run): it keeps the last readable version, so a bad edit leaves every
+# outlet monitored instead of none.
+_loaders: dict[str, RegistryLoader] = {}
+
+
+def registry_loader(path: str) -> RegistryLoader:
+    loader = _loaders.get(path)
+    if loader is None:
+        loader = _loaders.setdefault(path, RegistryLoader(path, require_tokens=False))
+    return loader
+
+
+@dataclass
+class OutletsAssessment:
+    health: dict[str, OutletHealth]
+    general: list[str]  # registry problems that belong to no single outlet
+    # outlets.yaml cannot be read now: `health` is the last readable version's outlets, or
+    # none in a process that never read it; nothing may be judged removed from it.
+    unreadable: str | None = None
+
+
 def assess_outlets(
-    hub: OutletHub, registered_at: dict | None = None
-) -> tuple[dict[str, OutletHealth], list[str]]:
+    hub: OutletHub, registered_seed: dict[str, datetime] | None = None
+) -> OutletsAssessment:
     """Every outlet's health from the registry, the state file and the current snapshot, plus
     the registry problems that belong to no single outlet. Shared by the asset, the check and
     the sensor so the three never disagree."""
@@ -88,13 +112,18 @@ def assess_outlets(
                 # first snapshot, and an unknown category cannot be judged without one.
                 snapshot, categories = None, (None, None)
                 general.append(str(exc))
-            registry = RegistryLoader(hub.config_path, require_tokens=False).get(categories)
+            registry = registry_loader(hub.config_path).get(categories)
+            now = utc_now()
+            everyone = {**registry.invalid, **registry.outlets}
+            registered_at = state.registered(
+                everyone, now, seed=registered_seed, forget_others=not registry.error
+            )
             health = gather(
                 registry,
                 state.outlets(),
                 snapshot,
-                utc_now(),
-                registered_at or {},
+                now,
+                registered_at,
                 state.problems(),
                 max_lag_items=hub.max_lag_items,
                 max_lag_minutes=hub.max_lag_minutes,
@@ -105,7 +134,7 @@ def assess_outlets(
     if registry.error:
         general.append(registry.error)
     general.extend(v for k, v in registry.problems.items() if k not in health)
-    return health, general
+    return OutletsAssessment(health, general, registry.error)
 
 
 @dg.asset(
@@ -118,12 +147,12 @@ def assess_outlets(
 def outlet_deliveries(
     context: dg.AssetExecutionContext, outlet_hub: OutletHub
 ) -> dg.MaterializeResult:
-    health, general = assess_outlets(outlet_hub)
-    outlet = health.get(context.partition_key)
+    assessed = assess_outlets(outlet_hub)
+    outlet = assessed.health.get(context.partition_key)
     if outlet is None:
         raise dg.Failure(
             f"outlet {context.partition_key!r} is not in {outlet_hub.config_path}",
-            metadata={"registry_problems": "\n".join(general) or "(none)"},
+            metadata={"registry_problems": "\n".join(assessed.general) or "(none)"},
         )
     return dg.MaterializeResult(metadata=outlet.metadata())
 
@@ -140,12 +169,14 @@ def outlet_deliveries(
 def outlet_is_live(
     context: dg.AssetCheckExecutionContext, outlet_hub: OutletHub
 ) -> dg.AssetCheckResult:
-    health, _ = assess_outlets(outlet_hub)
-    outlet = health.get(context.partition_key)
+    assessed = assess_outlets(outlet_hub)
+    outlet = assessed.health.get(context.partition_key)
     if outlet is None:
         return dg.AssetCheckResult(
             passed=False,
-            description=f"outlet {context.partition_key!r} is no longer in outlets.yaml",
+            description=f"outlet {context.partition_key!r} is no longer in outlets.yaml"
+            if assessed.unreadable is None
+            else f"outlets.yaml cannot be read: {assessed.unreadable}",
         )
     return dg.AssetCheckResult(
         passed=outlet.healthy, description=outlet.problem, metadata=outlet.metadata()

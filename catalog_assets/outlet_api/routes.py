@@ -11,6 +11,7 @@ crash return the same items (at-least-once).
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -36,6 +37,7 @@ from catalog_assets.outlets.feeds import (
 )
 from catalog_assets.outlets.state import StateUnavailable, utc_now
 
+logger = logging.getLogger("catalog_assets.outlet_api")
 router = APIRouter()
 ERRORS = {
     status: {"model": ErrorBody, "description": text}
@@ -76,11 +78,7 @@ def changes(
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
         try:
-            sent, sent_scope = (
-                service.codec.decode_position(cursor, outlet_id, feed.name)
-                if cursor
-                else (None, None)
-            )
+            sent = service.codec.decode_position(cursor, outlet_id, feed.name) if cursor else None
         except CursorError as exc:
             raise ApiError(400, "invalid_cursor", str(exc)) from None
         outlet = view.registry.outlets[outlet_id]
@@ -89,9 +87,11 @@ def changes(
             position = service.state.begin_request(
                 outlet_id,
                 feed.name,
-                sent,
+                sent.seq if sent else None,
                 utc_now(),
-                sent_scope=sent_scope,
+                sent_scope=sent.scope if sent else None,
+                sent_publication=sent.publication if sent else None,
+                known=view.snapshot.knows if view.snapshot else None,
                 roots=roots,
                 latest_seq=view.snapshot.max_seq[feed.name] if view.snapshot else None,
             )
@@ -99,6 +99,13 @@ def changes(
             raise store_unavailable(f"outlet state cannot be written ({exc})") from None
         if view.snapshot is None:
             raise store_unavailable(view.snapshot_problem or "no feed snapshot")
+        if position.restarted:
+            logger.warning(
+                "outlet %s, %s: its position is in a numbering the catalog store no longer "
+                "continues (restored from a backup); replaying the feed from the start",
+                outlet_id,
+                feed.name,
+            )
         after = position.after
         scope = view.snapshot.scope(roots) if roots else None
         held = position.held
@@ -109,12 +116,15 @@ def changes(
         # cursor says so, so a filtered outlet does not re-scan the rows of other categories,
         # and one that caught up after a filter edit can be seen to have.
         newest = view.snapshot.max_seq[feed.name]
+        publication = view.snapshot.publication
     has_more = len(rows) > size
     rows = rows[:size]
     next_seq = page_cursor_seq(after, [r[0] for r in rows])
     if not has_more:
         next_seq = max(next_seq, newest)
-    next_cursor = service.codec.encode(outlet_id, feed.name, next_seq, scope_key(roots))
+    next_cursor = service.codec.encode(
+        outlet_id, feed.name, next_seq, scope_key(roots), publication
+    )
     body = (
         '{"items": ['
         + ", ".join(r[1] for r in rows)

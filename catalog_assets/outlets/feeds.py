@@ -17,6 +17,7 @@ import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -48,6 +49,12 @@ class CursorError(ValueError):
     """A cursor we did not mint, or minted for another outlet or entity: the API answers 400."""
 
 
+class CursorPosition(NamedTuple):
+    seq: int
+    scope: str | None
+    publication: str | None
+
+
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -57,7 +64,7 @@ def _unb64(text: str) -> bytes:
 
 
 class CursorCodec:
-    """Opaque, tamper-evident cursors: base64url(JSON {o, e, s, k}) + "." + HMAC-SHA256 tag.
+    """Opaque, tamper-evident cursors: base64url(JSON {o, e, s, k, p}) + "." + HMAC-SHA256 tag.
 
     The outlet and entity are inside the signed payload, so a cursor copied from another
     outlet, or from the products feed into the prices feed, is refused instead of silently
@@ -73,21 +80,31 @@ class CursorCodec:
     def _tag(self, payload: bytes) -> bytes:
         return hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]
 
-    def encode(self, outlet: str, entity: str, seq: int, scope: str | None = None) -> str:
-        """`scope` (`scope_key`) names the category filter the position was taken under."""
+    def encode(
+        self,
+        outlet: str,
+        entity: str,
+        seq: int,
+        scope: str | None = None,
+        publication: str | None = None,
+    ) -> str:
+        """`scope` (`scope_key`) names the category filter the position was taken under,
+        `publication` the snapshot whose numbering it is in (`Snapshot.knows`)."""
         data: dict = {"o": outlet, "e": entity, "s": int(seq)}
         if scope is not None:
             data["k"] = scope
+        if publication is not None:
+            data["p"] = publication
         payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
         return f"{_b64(payload)}.{_b64(self._tag(payload))}"
 
     def decode(self, cursor: str, outlet: str, entity: str) -> int:
         return self.decode_position(cursor, outlet, entity)[0]
 
-    def decode_position(self, cursor: str, outlet: str, entity: str) -> tuple[int, str | None]:
-        """The sequence number in `cursor` and the scope it was taken under (None in cursors
-        minted before scopes were), if it is ours and was minted for this outlet and entity;
-        otherwise CursorError saying which of those it is not."""
+    def decode_position(self, cursor: str, outlet: str, entity: str) -> CursorPosition:
+        """The sequence number in `cursor`, the scope it was taken under and the publication
+        that minted it (None in cursors minted before those were), if it is ours and was
+        minted for this outlet and entity; otherwise CursorError saying which it is not."""
         body, dot, tag = cursor.partition(".")
         if not dot or not body or not tag or len(cursor) > 512:
             raise CursorError("cursor is not one this API issued (malformed)")
@@ -111,8 +128,12 @@ class CursorCodec:
             raise CursorError(f"cursor was issued for the {minted_entity!r} feed, not {entity!r}")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise CursorError("cursor is not one this API issued (bad position)")
-        scope = data.get("k")
-        return seq, scope if isinstance(scope, str) else None
+        scope, publication = data.get("k"), data.get("p")
+        return CursorPosition(
+            seq,
+            scope if isinstance(scope, str) else None,
+            publication if isinstance(publication, str) else None,
+        )
 
 
 # Stands for "the whole catalog": an unfiltered outlet's scope, or what an outlet that was

@@ -19,10 +19,16 @@ returns them as a `SensorResult`:
   closest supported mechanism and stays rare;
 - alerts go through the project's `Notifier` on transitions only (`incident_transitions`), the
   open incidents kept in the sensor cursor: one message when an outlet goes silent or falls
-  behind, one when it recovers.
+  behind, one when it recovers. An incident is stored as open (or closed) only once its
+  message was delivered, so an alert channel that is down on that tick is tried again on the
+  next, as `catalog_alerts` does.
 
-The cursor also remembers when each outlet was first seen, which is when a never-called
-outlet's silence starts counting.
+When outlets.yaml cannot be read, the outlets of its last readable version stay monitored
+(the loader lives as long as the process; in a fresh one there are none to monitor): no
+partition is deleted, no incident is closed as "removed", and the unreadable file is an
+incident of its own. When each outlet was first seen, from which a never-called outlet's
+silence counts, is kept in the API's state file (`OutletState.registered`), where the check
+runs this sensor starts read it too.
 """
 
 import hashlib
@@ -44,6 +50,7 @@ from catalog_assets.outlets.state import utc_now
 
 REPORT_EVERY_SECONDS = 600
 INCIDENT_PREFIX = "outlet:"
+REGISTRY_INCIDENT = "registry:outlets.yaml"
 
 
 def load_cursor(raw: str | None) -> dict:
@@ -82,6 +89,19 @@ def alert_text(outlet_id: str, name: str, problem: str, recovered: bool) -> str:
     return f"Outlet {outlet_id} ({name}) needs attention: {problem}"
 
 
+def incident_text(key: str, problem: str, health: dict[str, OutletHealth], recovered: bool) -> str:
+    if key == REGISTRY_INCIDENT:
+        if recovered:
+            return f"outlets.yaml is readable again; it was: {problem}"
+        return (
+            f"outlets.yaml cannot be read: {problem}. Outlets of its last readable version "
+            f"stay monitored ({len(health)} now); none is added or removed until it is fixed"
+        )
+    outlet_id = key[len(INCIDENT_PREFIX) :]
+    name = health[outlet_id].name if outlet_id in health else "removed from outlets.yaml"
+    return alert_text(outlet_id, name, problem, recovered)
+
+
 @dg.sensor(
     job=outlet_health_job,
     minimum_interval_seconds=60,
@@ -94,18 +114,22 @@ def outlet_monitor_sensor(
 ) -> dg.SensorResult:
     memory = load_cursor(context.cursor)
     now = utc_now()
-    registered_at = {k: datetime.fromisoformat(v) for k, v in memory["seen"].items()}
-    health, general = assess_outlets(outlet_hub, registered_at)
+    # First-seen times an older version of this sensor kept in its cursor.
+    seed = {k: datetime.fromisoformat(v) for k, v in memory["seen"].items()}
+    assessed = assess_outlets(outlet_hub, seed)
+    health, general, unreadable = assessed.health, assessed.general, assessed.unreadable
     known = set(context.instance.get_dynamic_partitions(OUTLET_PARTITIONS.name))
     wanted = set(health)
     requests = []
     if wanted - known:
         requests.append(OUTLET_PARTITIONS.build_add_request(sorted(wanted - known)))
-    if known - wanted:
+    if known - wanted and unreadable is None:
         requests.append(OUTLET_PARTITIONS.build_delete_request(sorted(known - wanted)))
 
     events: list = []
-    reported: dict[str, list] = {}
+    # Outlets the file no longer shows keep their memory while it cannot be read: when it can
+    # again, they are not new (no report, no check run, no alert for each).
+    reported: dict[str, list] = {} if unreadable is None else dict(memory["reported"])
     for outlet_id, outlet in health.items():
         stamp = fingerprint(outlet)
         previous = memory["reported"].get(outlet_id)
@@ -125,7 +149,7 @@ def outlet_monitor_sensor(
         reported[outlet_id] = [stamp, now.timestamp()]
 
     runs = []
-    verdicts: dict[str, str] = {}
+    verdicts: dict[str, str] = {} if unreadable is None else dict(memory["verdicts"])
     for outlet_id, outlet in health.items():
         if outlet_id not in known:
             # A partition added by this tick gets its first check run on the next tick, once
@@ -147,30 +171,24 @@ def outlet_monitor_sensor(
     current: dict[str, str | None] = {
         INCIDENT_PREFIX + k: (None if h.healthy else h.problem) for k, h in health.items()
     }
-    for key in memory["open"]:
-        if key.startswith(INCIDENT_PREFIX) and key[len(INCIDENT_PREFIX) :] not in health:
-            current[key] = None
+    if unreadable is None:
+        for key in memory["open"]:
+            if key.startswith(INCIDENT_PREFIX) and key[len(INCIDENT_PREFIX) :] not in health:
+                current[key] = None
+    current[REGISTRY_INCIDENT] = unreadable
     transitions = incident_transitions(memory["open"], current)
+    still_open = dict(memory["open"])
     for key, problem in transitions.opened.items():
-        outlet_id = key[len(INCIDENT_PREFIX) :]
-        notifier.send(alert_text(outlet_id, health[outlet_id].name, problem, recovered=False))
+        if notifier.send(incident_text(key, problem, health, recovered=False)):
+            still_open[key] = problem
     for key, problem in transitions.resolved.items():
-        outlet_id = key[len(INCIDENT_PREFIX) :]
-        name = health[outlet_id].name if outlet_id in health else "removed from outlets.yaml"
-        notifier.send(alert_text(outlet_id, name, problem, recovered=True))
+        if notifier.send(incident_text(key, problem, health, recovered=True)):
+            still_open.pop(key, None)
 
     for problem in general:
         context.log.warning(f"outlet registry: {problem}")
-    seen = {k: v for k, v in memory["seen"].items() if k in health}
-    for outlet_id in health:
-        seen.setdefault(outlet_id, now.isoformat())
     cursor = json.dumps(
-        {
-            "open": transitions.still_open,
-            "seen": seen,
-            "reported": reported,
-            "verdicts": verdicts,
-        },
+        {"open": still_open, "reported": reported, "verdicts": verdicts},
         ensure_ascii=False,
     )
     return dg.SensorResult(

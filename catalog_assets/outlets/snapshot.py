@@ -47,6 +47,11 @@ logger = logging.getLogger("catalog_assets.outlets")
 
 POINTER = "CURRENT"
 SUFFIX = ".duckdb"
+# How long a publication stays in the history cursors are judged by (and always the newest
+# `HISTORY_KEEP_NEWEST`, for a catalog quiet for longer): an outlet silent for longer replays
+# its feeds once, which is safe.
+HISTORY_DAYS = 30
+HISTORY_KEEP_NEWEST = 100
 
 
 class SnapshotUnavailable(RuntimeError):
@@ -288,6 +293,10 @@ def _write(
     try:
         fill_feeds(alias)
         catalog.execute(f"CREATE OR REPLACE TABLE {alias}.categories AS {CATEGORIES_SELECT}")
+        catalog.execute(
+            f"CREATE OR REPLACE TABLE {alias}.publications AS "
+            "SELECT DISTINCT publication FROM outlet_publications"
+        )
         stats = _feed_stats(catalog, alias)
         categories = catalog.execute(f"SELECT count(*) FROM {alias}.categories").fetchone()[0]
         catalog.execute(
@@ -351,6 +360,25 @@ def _continue_numbering(catalog: duckdb.DuckDBPyConnection, directory: Path, log
     return renumbered
 
 
+def _record_publication(
+    catalog: duckdb.DuckDBPyConnection, publication: str, snapshot: str, at: datetime
+) -> None:
+    """Add the snapshot about to be built to this store's history (before it is built: it
+    carries the history, itself included) and forget the old ones. A publish that fails
+    after this leaves an id no cursor will ever carry."""
+    catalog.execute(
+        "INSERT INTO outlet_publications VALUES ($id, $snapshot, $at)",
+        {"id": publication, "snapshot": snapshot, "at": at},
+    )
+    catalog.execute(
+        f"""DELETE FROM outlet_publications
+            WHERE published_at < $at - INTERVAL {HISTORY_DAYS} DAY
+              AND publication NOT IN (SELECT publication FROM outlet_publications
+                                      ORDER BY published_at DESC LIMIT {HISTORY_KEEP_NEWEST})""",
+        {"at": at},
+    )
+
+
 def publish_snapshot(
     catalog: duckdb.DuckDBPyConnection,
     snapshot_dir: str,
@@ -375,7 +403,9 @@ def publish_snapshot(
         "published_at": published_at.isoformat(),
         "run_id": run_id or "",
         "format": snapshot_format(catalog),
+        "publication": uuid.uuid4().hex[:16],
     }
+    _record_publication(catalog, meta["publication"], final.name, published_at)
     base, why_full = _usable_base(catalog, directory, meta["format"])
     renumbered = 0 if base is not None else _continue_numbering(catalog, directory, log)
     counts: dict[str, int] = {}
@@ -493,13 +523,34 @@ class Snapshot:
             ).fetchone()[0]
             for entity in FEEDS
         }
-        self.published_at = dict(self._con.execute("SELECT key, value FROM meta").fetchall()).get(
-            "published_at", ""
-        )
+        meta = dict(self._con.execute("SELECT key, value FROM meta").fetchall())
+        self.published_at = meta.get("published_at", "")
+        # Cursors minted from this snapshot carry it (None: a snapshot from before histories).
+        self.publication: str | None = meta.get("publication")
+        self._known: dict[str, bool] = {}
         self._subtrees: dict[tuple[str, ...], list[str]] = {}
         self._lock = threading.Lock()
         self.users = 0
         self.retired = False
+
+    def knows(self, publication: str) -> bool:
+        """Whether a position minted by `publication` is in this snapshot's numbering: it is
+        not when the store was restored from a backup taken before that publication, and its
+        numbers may since mean other changes."""
+        known = self._known.get(publication)
+        if known is None:
+            if self.publication is None:
+                return True  # a snapshot from before histories cannot judge
+            with self.cursor() as cur:
+                known = bool(
+                    cur.execute(
+                        "SELECT count(*) FROM publications WHERE publication = $p",
+                        {"p": publication},
+                    ).fetchone()[0]
+                )
+            if len(self._known) < 10_000:  # outlets carry the last few publications
+                self._known[publication] = known
+        return known
 
     def scope(self, roots: tuple[str, ...]) -> list[str]:
         """The category ids an outlet with these roots may see (cached per snapshot)."""

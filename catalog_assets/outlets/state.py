@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,14 +43,21 @@ CREATE TABLE IF NOT EXISTS contacts (
 CREATE TABLE IF NOT EXISTS filters (
     outlet TEXT NOT NULL, scope TEXT NOT NULL, roots TEXT, PRIMARY KEY (outlet, scope)
 );
+-- When each outlet in outlets.yaml was first seen there: a never-called outlet's silence
+-- counts from it. Here, not in one process's memory, so the monitor sensor and the check runs
+-- it starts judge the same outlet alike.
+CREATE TABLE IF NOT EXISTS registrations (
+    outlet TEXT PRIMARY KEY, first_seen_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS registry_problems (
     outlet TEXT PRIMARY KEY, problem TEXT NOT NULL, reported_at TEXT NOT NULL
 );
 """
 # Added to `acks` after the first release: the filter a position was taken under (`scope`),
 # what the outlet may hold from earlier filters (`held`, JSON), and the position from which
-# on it no longer can (`held_until`: it had caught up there; NULL while it has not).
-ACK_COLUMNS = {"scope": "TEXT", "held": "TEXT", "held_until": "INTEGER"}
+# on it no longer can (`held_until`: it had caught up there; NULL while it has not), and the
+# publication whose numbering the position is in (`minted_in`, from the cursor).
+ACK_COLUMNS = {"scope": "TEXT", "held": "TEXT", "held_until": "INTEGER", "minted_in": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ class Position:
 
     after: int
     held: tuple[str, ...] | str | None = None
+    # The position was taken in a numbering the served snapshot does not continue: replayed.
+    restarted: bool = False
 
 
 class StateUnavailable(RuntimeError):
@@ -131,6 +140,8 @@ class OutletState:
         now: datetime,
         *,
         sent_scope: str | None = None,
+        sent_publication: str | None = None,
+        known: Callable[[str], bool] | None = None,
         roots: tuple[str, ...] | None = None,
         latest_seq: int | None = None,
     ) -> Position:
@@ -143,7 +154,11 @@ class OutletState:
         before the position where it caught up under the current filter (acknowledged
         `latest_seq`, the feed's newest row): by then every row it could hold has been sent
         to it, and a change takes a number above every existing one. Reads from an older
-        position (an outlet restored from a backup) get those removals again."""
+        position (an outlet restored from a backup) get those removals again.
+
+        A position (sent, or stored) minted by a publication `known` does not vouch for was
+        numbered by a history the catalog store no longer continues (it was restored from a
+        backup): its numbers may since mean other changes, so the outlet starts from 0."""
         stamp = now.isoformat(timespec="seconds")
         current = scope_key(roots)
         with self._write() as con:
@@ -157,10 +172,20 @@ class OutletState:
                 (outlet, current, json.dumps(None if roots is None else sorted(set(roots)))),
             )
             row = con.execute(
-                "SELECT seq, scope, held, held_until FROM acks WHERE outlet = ? AND entity = ?",
+                "SELECT seq, scope, held, held_until, minted_in FROM acks"
+                " WHERE outlet = ? AND entity = ?",
                 (outlet, entity),
             ).fetchone()
-            stored_seq, stored_scope, stored_held, stored_until = row or (0, None, None, None)
+            stored_seq, stored_scope, stored_held, stored_until, stored_minted = row or (
+                (0, None, None, None, None)
+            )
+            restarted = False
+            if known is not None:
+                if sent_seq is not None and sent_publication and not known(sent_publication):
+                    sent_seq, sent_publication, restarted = 0, None, True
+                elif sent_seq is None and stored_minted and not known(stored_minted):
+                    stored_seq, stored_minted, restarted = 0, None, True
+            minted_in = sent_publication if sent_seq is not None else stored_minted
             held_before = json.loads(stored_held) if stored_held else None
             held, until = held_before, stored_until
             # A cursor names its filter; one from before filters were recorded, and a call
@@ -183,7 +208,8 @@ class OutletState:
             if roots is None:
                 held, until = None, None  # the whole catalog is in scope: nothing to delist
             unchanged = (
-                sent_seq is None
+                not restarted
+                and sent_seq is None
                 and start == stored_seq
                 and (row is None or stored_scope == current)
                 and held == held_before
@@ -191,10 +217,12 @@ class OutletState:
             )
             if not unchanged:
                 con.execute(
-                    """INSERT INTO acks (outlet, entity, seq, acked_at, scope, held, held_until)
-                       VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (outlet, entity) DO UPDATE SET
+                    """INSERT INTO acks (outlet, entity, seq, acked_at, scope, held, held_until,
+                           minted_in)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (outlet, entity) DO UPDATE SET
                        seq = excluded.seq, acked_at = excluded.acked_at, scope = excluded.scope,
-                       held = excluded.held, held_until = excluded.held_until""",
+                       held = excluded.held, held_until = excluded.held_until,
+                       minted_in = excluded.minted_in""",
                     (
                         outlet,
                         entity,
@@ -203,11 +231,12 @@ class OutletState:
                         current,
                         json.dumps(held) if held else None,
                         until,
+                        minted_in,
                     ),
                 )
         if not held or (until is not None and start >= until):
-            return Position(start, None)
-        return Position(start, tuple(held) if isinstance(held, list) else held)
+            return Position(start, None, restarted)
+        return Position(start, tuple(held) if isinstance(held, list) else held, restarted)
 
     def outlets(self) -> dict[str, OutletRecord]:
         con = self._connection()
@@ -228,6 +257,33 @@ class OutletState:
         for outlet, seqs in by_outlet.items():
             records.setdefault(outlet, OutletRecord(None, 0, seqs))
         return records
+
+    def registered(
+        self,
+        outlets: Iterable[str],
+        now: datetime,
+        *,
+        seed: Mapping[str, datetime] | None = None,
+        forget_others: bool = True,
+    ) -> dict[str, datetime]:
+        """When each of `outlets` was first seen (now for one new here, or its `seed` time:
+        what an older monitor kept in its cursor). `forget_others` drops outlets no longer
+        listed, so one removed and added again counts afresh; not while the file is unreadable."""
+        ids = sorted(set(outlets))
+        seed = seed or {}
+        with self._write() as con:
+            con.executemany(
+                "INSERT OR IGNORE INTO registrations VALUES (?, ?)",
+                [(o, seed.get(o, now).isoformat(timespec="seconds")) for o in ids],
+            )
+            if forget_others:
+                con.execute(
+                    f"DELETE FROM registrations WHERE outlet NOT IN ({', '.join('?' * len(ids))})",
+                    ids,
+                )
+            rows = con.execute("SELECT outlet, first_seen_at FROM registrations").fetchall()
+        wanted = set(ids)
+        return {o: datetime.fromisoformat(at) for o, at in rows if o in wanted}
 
     def report_problems(self, problems: dict[str, str], now: datetime) -> None:
         """The API's view of invalid registry entries (it is the only process that must hold

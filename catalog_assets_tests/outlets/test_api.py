@@ -5,6 +5,8 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +18,7 @@ from catalog_assets.outlet_client import ENTITIES, LocalStore, OutletApiError, m
 from catalog_assets.outlets.feeds import CursorCodec, expand_subtrees
 from catalog_assets.outlets.snapshot import Snapshot
 from catalog_assets_tests.conftest import materializations
-from catalog_assets_tests.outlets.conftest import CURSOR_SECRET, TOKENS, token_env
+from catalog_assets_tests.outlets.conftest import CURSOR_SECRET, TOKENS, serve, token_env
 
 
 def category_id(platform, name: str) -> str:
@@ -420,6 +422,60 @@ def test_an_outlet_gets_changes_made_after_the_store_was_restored_or_rebuilt(
             os.remove(path)  # or deletes it and rebuilds with a full resync
     assert platform.run("full_resync").success
     reprice_and_sync(7)
+    assert set(store.items["products"]) == {p["id"] for p in catalog.products()}
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["store+snapshots", "whole-data-dir"])
+def test_an_outlet_gets_changes_after_the_store_and_its_snapshots_were_restored(
+    platform, hub, tmp_path, with_state
+):
+    """Restored together, the store and its snapshots agree, so nothing on our side shows
+    that outlets were served a later history (nor does the state file, restored with them):
+    only the outlet's cursor does, by the publication that minted it. Its position is then
+    meaningless, and it replays its feeds."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    api, stop = serve(hub.settings())
+    try:
+        store = caught_up(hub, api, tmp_path, None)
+        snapshots, state = Path(hub.resource.snapshot_dir), Path(hub.resource.state_path)
+        backup = tmp_path / "backup"
+        shutil.copytree(snapshots, backup / "outlet_snapshots")
+        shutil.copyfile(platform.store.path, backup / "catalog.duckdb")
+        with (
+            closing(sqlite3.connect(state)) as live,
+            closing(sqlite3.connect(backup / "outlet_state.sqlite")) as copy,
+        ):
+            live.backup(copy)
+        chosen = [p["id"] for p in catalog.products()[:10]]
+
+        def reprice_and_sync(price) -> None:
+            for product in chosen:
+                catalog.upsert_product({"id": product, "price": price})
+            assert platform.run("incremental_sync").success
+            for _ in range(2):
+                sync_outlet(api.client("msk-001"), store, limit=1000)
+
+        reprice_and_sync(999)
+        assert {store.items["prices"][p]["price"] for p in chosen} == {999}
+    finally:
+        stop()
+    # The operator restores the data directory (services stopped); the outlet keeps its own
+    # cursors, as outlets do.
+    Path(platform.store.path + ".wal").unlink(missing_ok=True)
+    shutil.copyfile(backup / "catalog.duckdb", platform.store.path)
+    shutil.rmtree(snapshots)
+    shutil.copytree(backup / "outlet_snapshots", snapshots)
+    if with_state:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{state}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(backup / "outlet_state.sqlite", state)
+    api, stop = serve(hub.settings())
+    try:
+        reprice_and_sync(5)  # 1C changes the same products again after the restore
+    finally:
+        stop()
+    assert {p: store.items["prices"][p]["price"] for p in chosen} == dict.fromkeys(chosen, 5)
     assert set(store.items["products"]) == {p["id"] for p in catalog.products()}
 
 

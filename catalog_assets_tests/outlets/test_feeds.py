@@ -73,9 +73,9 @@ def test_an_empty_page_keeps_the_position():
 
 def test_a_cursor_names_the_filter_it_was_taken_under():
     scoped = codec.encode("msk-001", "products", 7, scope_key(("b", "a")))
-    assert codec.decode_position(scoped, "msk-001", "products") == (7, scope_key(("a", "b")))
+    assert codec.decode_position(scoped, "msk-001", "products") == (7, scope_key(("a", "b")), None)
     legacy = codec.encode("msk-001", "products", 7)
-    assert codec.decode_position(legacy, "msk-001", "products") == (7, None)
+    assert codec.decode_position(legacy, "msk-001", "products") == (7, None, None)
     assert scope_key(None) == EVERYTHING != scope_key(("a",)) != scope_key(("a", "b"))
 
 

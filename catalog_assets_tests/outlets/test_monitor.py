@@ -13,12 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
+import catalog_assets.assets.outlets as outlets_assets
 from catalog_assets.alerts import catalog_alerts
 from catalog_assets.assets.outlets import outlet_deliveries, outlet_health_job, outlet_is_live
 from catalog_assets.notifier import Notifier
 from catalog_assets.outlets.monitor import outlet_monitor_sensor
 from catalog_assets.outlets.state import OutletState, utc_now
-from catalog_assets_tests.outlets.conftest import TOKENS
+from catalog_assets_tests.outlets.conftest import TOKENS, free_port
 
 CHECK_KEY = dg.AssetCheckKey(outlet_deliveries.key, "outlet_is_live")
 
@@ -181,3 +182,66 @@ def test_partitions_follow_the_file_and_invalid_entries_show_failing(platform, h
     assert result.success
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.passed and evaluation.partition == "msk-001"
+
+
+def test_a_broken_outlets_yaml_keeps_every_outlet_monitored(platform, hub, alerts, monkeypatch):
+    """One typo must not delete every outlet's partition, announce its open incidents as
+    recovered, or stop silence detection: the last readable version stays monitored, even in
+    a process that never read it (a restarted code server), and the file is an incident."""
+    webhook, received = alerts
+    hub.write_registry([hub.entry("msk-001"), hub.entry("spb-002", silent_after_minutes=10)])
+    platform.run("full_resync")
+    OutletState(hub.resource.state_path).begin_request(
+        "spb-002", "products", 0, utc_now() - timedelta(minutes=30)
+    )
+    monitor = Monitor(platform, hub, webhook)
+    monitor.tick()
+    monitor.tick()
+    assert monitor.partitions() == {"msk-001", "spb-002"}
+    assert len(received) == 1 and "spb-002" in received[0] and "silent" in received[0]
+
+    hub.config.write_text("outlets:\n  - {id: msk-001, name: [unclosed\n", encoding="utf-8")
+    monitor.tick()
+    assert monitor.partitions() == {"msk-001", "spb-002"}
+    assert len(received) == 2 and "outlets.yaml cannot be read" in received[1]
+    assert "2 now" in received[1]
+
+    monkeypatch.setattr(outlets_assets, "_loaders", {})  # a fresh process: no readable version
+    monitor.tick()
+    assert monitor.partitions() == {"msk-001", "spb-002"}
+    assert len(received) == 2 and monitor.verdicts == {}
+
+    hub.write_registry([hub.entry("msk-001"), hub.entry("spb-002", silent_after_minutes=10)])
+    monitor.tick()
+    assert "outlets.yaml is readable again" in received[2]
+    assert len(received) == 3 and monitor.verdicts == {}  # spb-002 still silent, still open
+
+
+def test_outlet_is_live_fails_for_an_outlet_that_never_called(platform, hub, alerts):
+    """The check run the sensor starts must judge silence from the same registration time as
+    the sensor (kept in the state file), not from the run's own start."""
+    webhook, received = alerts
+    hub.write_registry([hub.entry("spb-002", silent_after_minutes=10)])
+    platform.run("full_resync")
+    OutletState(hub.resource.state_path).registered(["spb-002"], utc_now() - timedelta(minutes=30))
+    monitor = Monitor(platform, hub, webhook)
+    monitor.tick()  # the partition appears
+    monitor.tick()
+    assert len(received) == 1 and "never contacted" in received[0]
+    assert monitor.verdicts == {"spb-002": False}
+
+
+def test_a_silence_alert_is_sent_once_the_alert_channel_is_back(platform, hub, alerts):
+    """An incident counts as announced only once its message was delivered."""
+    webhook, received = alerts
+    hub.write_registry([hub.entry("spb-002", silent_after_minutes=10)])
+    platform.run("full_resync")
+    OutletState(hub.resource.state_path).begin_request(
+        "spb-002", "products", 0, utc_now() - timedelta(minutes=30)
+    )
+    monitor = Monitor(platform, hub, f"http://127.0.0.1:{free_port()}/down")
+    monitor.tick()
+    monitor.resources["notifier"] = Notifier(webhook_url=webhook)
+    monitor.tick()
+    monitor.tick()
+    assert len(received) == 1 and "spb-002" in received[0] and "silent" in received[0]

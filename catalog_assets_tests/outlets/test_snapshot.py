@@ -208,3 +208,32 @@ def test_an_unreadable_base_or_a_failed_build_on_it_makes_a_full_copy(platform, 
             con, str(directory), published_at=datetime(2026, 11, 24), run_id="t", keep_minutes=60
         )
     assert not list(directory.glob("*.building*"))
+
+
+def test_a_snapshot_carries_the_publications_of_its_store(tmp_path, monkeypatch):
+    """Each snapshot knows the publications its store made lately, itself included, so the
+    API can tell a cursor from a history the store does not continue; a quiet catalog keeps
+    its newest publications past the age limit."""
+    monkeypatch.setattr(snapshot, "HISTORY_KEEP_NEWEST", 2)
+    directory = tmp_path / "snapshots"
+    with CatalogStore(path=str(tmp_path / "catalog.duckdb")).connect() as con:
+        names = []
+        # The last one after two months without a change.
+        for at in (
+            datetime(2026, 1, 1),
+            datetime(2026, 1, 2),
+            datetime(2026, 1, 3),
+            datetime(2026, 3, 31),
+        ):
+            published = snapshot.publish_snapshot(
+                con, str(directory), published_at=at, run_id="t", keep_minutes=60
+            )
+            names.append(snapshot.Snapshot(published.path))
+        publications = [s.publication for s in names]
+        latest = names[-1]
+        assert latest.knows(publications[-1]) and latest.knows(publications[-2])
+        assert not latest.knows(publications[0])  # older than 30 days and not among the newest 2
+        assert not latest.knows("never-published")
+        assert names[1].knows(publications[0]) and not names[1].knows(publications[2])
+        for opened in names:
+            opened.close()

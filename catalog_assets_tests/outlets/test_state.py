@@ -35,3 +35,22 @@ def test_a_cursor_from_an_unknown_filter_may_have_held_anything(tmp_path):
     assert position.after == 0 and position.held == EVERYTHING
     # Under the whole catalog nothing is outside the filter: nothing to delist.
     assert state.begin_request("o", "products", None, NOW, roots=None).held is None
+
+
+def test_a_position_from_a_numbering_the_store_no_longer_continues_starts_again(tmp_path):
+    """Sent or stored, a position minted by a publication the served snapshot's history does
+    not hold (the store was restored from an older backup) replays the feed; a known one and
+    one from before publications were recorded are kept."""
+    state = OutletState(str(tmp_path / "state.sqlite"))
+    known = {"p-old", "p-now"}.__contains__
+    assert state.begin_request("o", "products", 70, NOW, sent_publication="p-old").after == 70
+    kept = state.begin_request("o", "products", None, NOW, known=known)
+    assert (kept.after, kept.restarted) == (70, False)
+    assert state.begin_request("o", "products", 90, NOW, sent_publication="p-lost").after == 90
+    stored = state.begin_request("o", "products", None, NOW, known=known)
+    assert (stored.after, stored.restarted) == (0, True)
+    assert state.begin_request("o", "products", None, NOW, known=known).after == 0
+    sent = state.begin_request("o", "products", 90, NOW, sent_publication="p-lost", known=known)
+    assert (sent.after, sent.restarted) == (0, True)
+    legacy = state.begin_request("o", "products", 90, NOW, known=known)
+    assert (legacy.after, legacy.restarted) == (90, False)
