@@ -20,11 +20,29 @@ at it, served again every tick), the tick remembers where it stopped in the sens
 and the next one reads on from there, so a change behind such a run of items is found within
 a sweep (pages / 5 ticks) instead of never.
 
+A run that died between its steps (killed, out of memory, the store busy) can leave staged
+changes that nothing downstream has taken in: a category staged after the last `category_tree`
+is in no push (the push reads the tree), a change staged after the last outlet snapshot is at
+no outlet, and neither is "pending" or a change in 1C any more. The tick compares those
+timestamps and starts a run for them (`downstream_behind`).
+
+After a pass that held its cursor (1C moved, or served a page that could not be used), the
+next run re-reads from the held cursor. One such run is started at once; when passes keep
+being held (a page 1C serves unusable every time), each further one waits twice as long, up to
+15 minutes, so a bad page does not re-read the catalog every 30 seconds. Meanwhile that
+entity's changes seen by the tick start no run either: the records behind the bad page are
+unstaged and look changed on every tick, and the re-read takes any real change with it.
+
+The tick never holds the store while it waits for 1C: DuckDB's read-only open locks out every
+writing process, so it opens the store for each short read and closes it before the next
+request (a run starting meanwhile waits milliseconds, not a 1C timeout).
+
 Errors from 1C fail the tick (visible in the UI) rather than hide as a skip.
 """
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
@@ -48,6 +66,20 @@ IN_FLIGHT = [
 ]
 RETRY_AFTER_FAILURE_SECONDS = 300
 MAX_PAGES_PER_TICK = 5
+HELD_RETRY_FIRST_SECONDS = 30  # after the second held pass in a row; doubled per further one
+HELD_RETRY_MAX_SECONDS = 900
+HELD_LOOKBACK = 16  # materializations read to count held passes in a row (enough for the cap)
+
+# What staging changed after the steps downstream of it last ran (see the module docstring).
+DOWNSTREAM_BEHIND = """
+SELECT
+  (SELECT max(staged_at) FROM onec_categories)
+      > coalesce((SELECT max(computed_at) FROM category_tree), '-infinity'::TIMESTAMP),
+  greatest((SELECT max(greatest(staged_at, removed_at)) FROM onec_categories),
+           (SELECT max(greatest(staged_at, removed_at)) FROM onec_products),
+           (SELECT max(computed_at) FROM category_tree))
+      > coalesce((SELECT max(published_at) FROM outlet_snapshot_published), '-infinity'::TIMESTAMP)
+"""
 
 
 @dataclass
@@ -110,16 +142,16 @@ def count_changed(con, entity: str, records: list) -> int:
 
 
 def observe_entity(
-    onec: OneCCatalogClient, con, entity: str, resume: list | None = None
+    onec: OneCCatalogClient,
+    judge: Callable[[str, list], int] | None,
+    entity: str,
+    cursor: str,
+    resume: list | None = None,
 ) -> EntityObservation:
     """Count genuine changes at or after the cursor, reading as few pages as proves it, from
-    where the previous tick stopped (`resume`) if it stopped short at the same cursor."""
-    row = (
-        con.execute("SELECT modified_since FROM sync_cursors WHERE entity = ?", [entity]).fetchall()
-        if con
-        else []
-    )
-    cursor = row[0][0] if row else EPOCH
+    where the previous tick stopped (`resume`) if it stopped short at the same cursor.
+    `judge` counts a page's changed records (`count_changed` on a briefly opened store); None
+    when there is no store yet, so everything 1C has is a change."""
     type_ = "category" if entity == "categories" else "product"
     changed = 0
     requests = 0
@@ -128,7 +160,7 @@ def observe_entity(
     while requests < MAX_PAGES_PER_TICK:
         page = onec.fetch_page(type=type_, modified_since=cursor, offset=offset)
         requests += 1
-        if con is None:
+        if judge is None:
             return EntityObservation(entity, cursor, page.count, requests)
         if swept is not None and page.count != swept:
             if page.count > swept:  # records new at the cursor: created, or edited from before
@@ -137,7 +169,7 @@ def observe_entity(
             swept = None
             continue
         swept = None
-        changed += count_changed(con, entity, page.records)
+        changed += judge(entity, page.records)
         end = not page.records or offset + len(page.records) >= page.count
         if changed or end:
             return EntityObservation(entity, cursor, changed, requests, None, start)
@@ -165,20 +197,39 @@ def load_sweep(raw: str | None) -> dict:
     }
 
 
-def held_cursors(instance: dg.DagsterInstance) -> list[str]:
-    """Entities whose latest pass saw 1C move (cursor held): the next run must re-read them.
+def _held(record) -> bool:
+    consistent = record.asset_materialization.metadata.get("pass_consistent")
+    return consistent is not None and getattr(consistent, "value", consistent) is False
+
+
+def held_retry_wait(held_in_a_row: int) -> float:
+    """Seconds to wait after the latest of `held_in_a_row` held passes before the next re-read:
+    none after the first (1C moving under a pass is usually over by then), then doubling."""
+    if held_in_a_row <= 1:
+        return 0.0
+    return min(HELD_RETRY_MAX_SECONDS, HELD_RETRY_FIRST_SECONDS * 2 ** (held_in_a_row - 2))
+
+
+def held_cursors(instance: dg.DagsterInstance, now: float) -> tuple[list[str], dict[str, str]]:
+    """Entities whose latest pass held its cursor (1C moved, or a page was unusable) and are
+    due for a re-read now, and those that wait (with how long), per `held_retry_wait`.
 
     A tick only reads a few pages from the cursor, and after a held pass the item that slid
     past us can be anywhere behind it, so "no change in the first pages" proves nothing then.
     """
-    held = []
+    due: list[str] = []
+    waiting: dict[str, str] = {}
     for entity, table in STAGING_TABLE.items():
-        event = instance.get_latest_materialization_event(dg.AssetKey(table))
-        materialization = event.asset_materialization if event else None
-        consistent = materialization.metadata.get("pass_consistent") if materialization else None
-        if consistent is not None and getattr(consistent, "value", consistent) is False:
-            held.append(entity)
-    return held
+        records = instance.fetch_materializations(dg.AssetKey(table), limit=HELD_LOOKBACK).records
+        in_a_row = next((i for i, r in enumerate(records) if not _held(r)), len(records))
+        if not in_a_row:
+            continue
+        left = records[0].timestamp + held_retry_wait(in_a_row) - now
+        if left <= 0:
+            due.append(entity)
+        else:
+            waiting[entity] = f"{in_a_row} held passes in a row; next re-read in {left:.0f}s"
+    return due, waiting
 
 
 def _latest_sync(instance: dg.DagsterInstance):
@@ -210,31 +261,59 @@ def onec_change_sensor(
                 f"the last sync ({latest.dagster_run.run_id}) failed; next attempt in {wait:.0f}s"
             )
     sweep = load_sweep(context.cursor)
-    try:
+    entities = ("categories", "products")
+
+    def judge(entity: str, records: list) -> int:
         with store.connect(read_only=True, lock_timeout=2) as con:
+            return count_changed(con, entity, records)
+
+    try:
+        try:
+            with store.connect(read_only=True, lock_timeout=2) as con:
+                cursors = dict(
+                    con.execute("SELECT entity, modified_since FROM sync_cursors").fetchall()
+                )
+                pending = con.execute(PENDING_COUNT, {"all": False, "depth": None}).fetchall()[0][0]
+                tree_behind, snapshot_behind = con.execute(DOWNSTREAM_BEHIND).fetchone()
+        except FileNotFoundError:
+            observations = [observe_entity(onec, None, e, EPOCH) for e in entities]
+            pending, tree_behind, snapshot_behind = 0, False, False
+        else:
             observations = [
-                observe_entity(onec, con, e, sweep.get(e)) for e in ("categories", "products")
+                observe_entity(onec, judge, e, cursors.get(e, EPOCH), sweep.get(e))
+                for e in entities
             ]
-            pending = con.execute(PENDING_COUNT, {"all": False, "depth": None}).fetchall()[0][0]
-    except FileNotFoundError:
-        observations = [observe_entity(onec, None, e) for e in ("categories", "products")]
-        pending = 0
     except StoreBusyError as exc:
         return dg.SkipReason(f"catalog store busy, will look again next tick: {exc}")
     seen = "; ".join(o.describe() for o in observations)
     requests = sum(o.requests for o in observations)
-    changed = sum(o.changed for o in observations)
-    held = held_cursors(context.instance)
+    held, waiting = held_cursors(context.instance, time.time())
+    changed = sum(o.changed for o in observations if o.entity not in waiting)
     sweep = {o.entity: o.resume for o in observations if o.resume}
-    if not changed and not pending and not held:
+    behind = [
+        what
+        for what, is_behind in (
+            ("category_tree", tree_behind),
+            ("outlet_feed_snapshot", snapshot_behind),
+        )
+        if is_behind
+    ]
+    if not changed and not pending and not held and not behind:
         context.update_cursor(json.dumps({"sweep": sweep}) if sweep else None)
+        also = "".join(f"; {entity}: {why}" for entity, why in waiting.items())
         return dg.SkipReason(
-            f"no genuine change in 1C ({seen}; {requests} requests) and nothing pending"
+            f"no genuine change in 1C ({seen}; {requests} requests) and nothing pending{also}"
         )
     reason = f"{seen}; {pending} items pending delivery"
     if held:
         reason += (
-            f"; 1C moved during the last pass of {', '.join(held)}: re-reading from the held cursor"
+            f"; the last pass of {', '.join(held)} held its cursor (1C moved, or a page was "
+            "unusable): re-reading from the held cursor"
+        )
+    if behind:
+        reason += (
+            f"; staged changes newer than the last {' and '.join(behind)} (a run that stopped "
+            "between its steps)"
         )
     context.log.info(f"requesting incremental_sync: {reason}")
     return dg.SensorResult(

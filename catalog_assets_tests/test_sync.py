@@ -3,7 +3,7 @@
 import dagster as dg
 
 from catalog_assets.mapping import product_item
-from catalog_assets.sensors import load_sweep, onec_change_sensor
+from catalog_assets.sensors import held_retry_wait, load_sweep, onec_change_sensor
 
 from .conftest import materializations
 
@@ -437,3 +437,94 @@ def test_a_push_prunes_journal_rows_past_retention_and_keeps_the_rest(platform):
     assert platform.query(
         "SELECT count(*) FROM tec_delivery_products WHERE pushed_hash = 'stale'"
     ) == [(0,)]
+
+
+def test_sensor_finishes_a_run_that_stopped_between_its_steps(platform, monkeypatch):
+    """A run stages a new category (and moves the cursor past it), then dies before
+    `category_tree`: the category is in no push and no change in 1C any more, so only the
+    tree being older than staging shows the work left; likewise a snapshot older than it."""
+    import catalog_assets.assets.onec as onec_assets
+    import catalog_assets.sensors as sensors
+
+    platform.run("full_resync")
+    catalog = platform.catalog
+    catalog.upsert_category("cafe-cat", "0", "Новая категория")
+    catalog.upsert_product(
+        {"id": "cafe-prod", "parent": "cafe-cat", "type": "product", "name": "Новый", "price": 1}
+    )
+
+    def died(*args, **kwargs):
+        raise RuntimeError("the run's process died in category_tree")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(onec_assets, "build_category_tree", died)
+        assert not platform.run("incremental_sync", raise_on_error=False).success
+    monkeypatch.setattr(sensors, "RETRY_AFTER_FAILURE_SECONDS", 0)
+    outcome = tick(platform)
+    assert isinstance(outcome, dg.SensorResult), outcome
+    assert "newer than the last category_tree and outlet_feed_snapshot" in outcome.cursor
+    assert "categories: 0 changed" in outcome.cursor and "0 items pending" in outcome.cursor
+    assert platform.run("incremental_sync").success
+    assert "cafe-cat" in platform.tec.categories and "cafe-prod" in platform.tec.products
+    assert isinstance(tick(platform), dg.SkipReason)
+
+
+def test_sensor_backs_off_while_1c_keeps_serving_an_unusable_page(platform):
+    """A held pass is re-read at once; when the re-read holds again (the same page is bad every
+    time), the next waits, twice as long each time, instead of re-reading every tick."""
+    platform.onec.inject(
+        status=200,
+        body="<html><body><h1>502 Bad Gateway</h1></body></html>",
+        content_type="text/html",
+        times=10_000,
+        match=lambda q: q.get("type") == "product" and q.get("offset") == "99",
+    )
+    assert platform.run("full_resync").success
+    first = tick(platform)
+    assert isinstance(first, dg.SensorResult) and "held its cursor" in first.cursor
+    assert platform.run("incremental_sync").success  # holds again
+    second = tick(platform)
+    assert isinstance(second, dg.SkipReason)
+    assert "products: 2 held passes in a row; next re-read in" in second.skip_message
+    assert held_retry_wait(2) == 30 and held_retry_wait(3) == 60 and held_retry_wait(30) == 900
+
+
+# A writing step as a sync run opens the store; it runs while 1C answers the tick.
+WRITER = """
+import sys
+from catalog_assets.storage import CatalogStore, StoreBusyError
+try:
+    with CatalogStore(path=sys.argv[1], lock_timeout_seconds=3).connect():
+        print("opened")
+except StoreBusyError as exc:
+    print(f"StoreBusyError: {exc}")
+"""
+
+
+def test_sensor_does_not_hold_the_store_while_1c_answers(platform):
+    """DuckDB's read-only open locks out writing processes: a run starting while 1C is slow to
+    answer a tick must not wait for 1C (and fail with StoreBusyError after 30 s)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    assert platform.run("full_resync").success
+    outcomes: list[str] = []
+
+    def writer_opens_the_store(query):
+        if query.get("type") == "product":
+            done = subprocess.run(
+                [sys.executable, "-c", WRITER, platform.store.path],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+            outcomes.append(done.stdout.strip() or done.stderr.strip()[-200:])
+
+    platform.onec.on_request(writer_opens_the_store)
+    try:
+        tick(platform)
+    finally:
+        platform.onec.on_request(None)
+    assert outcomes == ["opened"]
