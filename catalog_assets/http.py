@@ -2,8 +2,8 @@
 
 Both 1C and Tec.Delivery get the same policy: pooled keep-alive connections, a timeout on
 every request, and urllib3's Retry doing exponential backoff with jitter on connection
-errors, read timeouts, 429 and 5xx (honouring Retry-After) — never on other 4xx, which
-would only repeat a request the server has already judged. POST is retried too because
+errors, read timeouts, 429 and 5xx (honouring Retry-After up to the backoff cap, 30 s) —
+never on other 4xx, which would only repeat a request the server has already judged. POST is retried too because
 `put-products` is an upsert keyed by `external_id`: sending a batch twice is harmless.
 """
 
@@ -50,6 +50,16 @@ class HttpResponse:
         return self.content.decode("utf-8", "replace")
 
 
+class _CappedRetry(Retry):
+    """Retry-After honoured up to `backoff_max`: a server asking for an hour would otherwise
+    hold a run, or a sensor tick, an hour per retry. Past the cap the retries still end after
+    `max_retries`, with the server's last answer reported."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        after = super().get_retry_after(response)
+        return None if after is None else min(after, self.backoff_max)
+
+
 class HttpClient:
     """Pooled keep-alive connections on urllib3 itself, shared by the threads of one client.
 
@@ -71,7 +81,7 @@ class HttpClient:
         max_backoff: float = 30.0,
         basic_auth: tuple[str, str] | None = None,
     ) -> None:
-        retry = Retry(
+        retry = _CappedRetry(
             total=max_retries,
             connect=max_retries,
             read=max_retries,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -483,13 +483,29 @@ def set_cursor(con: duckdb.DuckDBPyConnection, entity: str, value: str, run_id: 
     )
 
 
-def max_modified_at(con: duckdb.DuckDBPyConnection, entity: str, since: datetime) -> str | None:
-    """The newest `modified_at` among rows seen since `since`: where the cursor may move to."""
-    row = con.execute(
-        f"SELECT strftime(max(modified_at), '%Y-%m-%dT%H:%M:%S') FROM {STAGING_TABLE[entity]} WHERE seen_at >= ?",
-        [since],
-    ).fetchone()
-    return row[0] if row else None
+# How far ahead of our clock (UTC) a `modified_at` may be and still move the cursor: 1C stamps
+# its local time (up to UTC+14) and its clock may drift. A record dated beyond is staged, but
+# a cursor moved onto, say, a mistyped 2062 would hide every later edit until 2062.
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
+def max_modified_at(
+    con: duckdb.DuckDBPyConnection, entity: str, since: datetime
+) -> tuple[str | None, list[str]]:
+    """The newest `modified_at` among rows seen since `since` that is not in the future
+    (`FUTURE_TOLERANCE`): where the cursor may move to; and the ids of those that are."""
+    table = STAGING_TABLE[entity]
+    ceiling = utcnow() + FUTURE_TOLERANCE
+    newest = con.execute(
+        f"SELECT strftime(max(modified_at), '%Y-%m-%dT%H:%M:%S') FROM {table}"
+        " WHERE seen_at >= ? AND modified_at <= ?",
+        [since, ceiling],
+    ).fetchone()[0]
+    future = con.execute(
+        f"SELECT id FROM {table} WHERE seen_at >= ? AND modified_at > ? ORDER BY id",
+        [since, ceiling],
+    ).fetchall()
+    return newest, [row[0] for row in future]
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """Both HTTP clients against the emulators on loopback: paging, the walk, retries, errors."""
 
+import time
+
 import pytest
 
 from catalog_assets.emulators import Catalog, OneCEmulator, TecDeliveryEmulator
-from catalog_assets.http import UpstreamError
+from catalog_assets.http import HttpClient, UpstreamError
 from catalog_assets.mapping import EPOCH
 from catalog_assets.onec.client import OneCCatalogClient, OneCResponseError, PassReport
 from catalog_assets.tec_delivery.client import TecDeliveryClient
@@ -79,6 +81,18 @@ def test_retries_5xx_and_honours_retry_after():
         page = client(onec).fetch_page(type="product", modified_since=EPOCH)
         assert page.count == 3
         assert onec.request_count == 3
+
+
+def test_a_retry_after_longer_than_the_backoff_cap_waits_the_cap():
+    """A 1C asking for an hour must not hold a run (or a sensor tick) for an hour a retry."""
+    with OneCEmulator(catalog_of(3)).start() as onec:
+        onec.inject(status=503, headers={"Retry-After": "3600"}, times=1)
+        http = HttpClient(max_retries=2, backoff_seconds=0.01, max_backoff=0.2)
+        started = time.monotonic()
+        response = http.get(
+            f"{onec.url}/api/catalog", params={"type": "product", "limit": 10}, timeout=2
+        )
+        assert response.status_code == 200 and time.monotonic() - started < 5
 
 
 def test_gives_up_after_retries_naming_the_request_not_the_password():

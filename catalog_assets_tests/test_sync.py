@@ -528,3 +528,23 @@ def test_sensor_does_not_hold_the_store_while_1c_answers(platform):
     finally:
         platform.onec.on_request(None)
     assert outcomes == ["opened"]
+
+
+def test_a_record_dated_in_the_future_does_not_carry_the_cursor_past_later_edits(platform):
+    """A mistyped year in 1C (2062) must not move the cursor there, or every edit dated
+    before it (all of them, for decades) would go unseen by the sensor and incremental runs."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    first, second = (p["id"] for p in catalog.products()[:2])
+    catalog.upsert_product({"id": first, "price": 11}, "2062-01-01T00:00:00")
+    result = platform.run("incremental_sync")
+    assert materializations(result, "onec_products")["future_dated"] == first
+    assert platform.tec.products[first]["price"] == 11  # staged and delivered all the same
+    [(cursor,)] = platform.query(
+        "SELECT modified_since FROM sync_cursors WHERE entity = 'products'"
+    )
+    assert cursor < "2062"
+    catalog.upsert_product({"id": second, "price": 22})
+    assert isinstance(tick(platform), dg.SensorResult)
+    assert platform.run("incremental_sync").success
+    assert platform.tec.products[second]["price"] == 22

@@ -156,7 +156,14 @@ def finish_pass(
     metadata: dict[str, Any] = {}
     cursor_after = cursor_before
     if report.consistent:
-        newest = max_modified_at(con, entity, pass_started)
+        newest, future = max_modified_at(con, entity, pass_started)
+        if future:
+            context.log.warning(
+                f"{len(future)} {entity} dated more than a day ahead of now ({', '.join(future[:5])}"
+                f"{', …' if len(future) > 5 else ''}): staged, but the cursor does not follow them, "
+                "or every edit dated before theirs would go unseen"
+            )
+            metadata["future_dated"] = dg.MetadataValue.text(", ".join(future[:20]))
         candidates = [c for c in (cursor_before, newest) if c]
         cursor_after = max(candidates) if candidates else None
         with transaction(con):
