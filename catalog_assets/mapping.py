@@ -199,14 +199,16 @@ def _with_enable(item: dict[str, Any], enable: bool | None) -> dict[str, Any]:
     return item
 
 
-def disabled_item(external_id: str, *, is_category: bool) -> dict[str, Any]:
-    """A removal: the id and `enable: false`, nothing of the last staged record.
+def disabled_item(record: dict[str, Any], *, is_category: bool) -> dict[str, Any]:
+    """A removal: the id, the name and `enable: false`, nothing else of the last staged record.
 
-    `put-products` is an upsert, so this is all a disable needs; sending the whole record
+    `put-products` is an upsert, so that is all a disable needs; sending the whole record
     would make the disable as refusable as that record (a relative image path, a parent
-    Tec.Delivery does not know), and a product 1C deleted would stay on sale.
+    Tec.Delivery does not know), and a product 1C deleted would stay on sale. The name (checked
+    when staged) is what Tec.Delivery needs to take the disable for an item it no longer holds
+    (its data restored), so a re-push after that disables rather than fails.
     """
-    item: dict[str, Any] = {"external_id": external_id, "enable": False}
+    item: dict[str, Any] = {"external_id": record["id"], "name": record["name"], "enable": False}
     if is_category:
         item["is_category"] = True
     return item

@@ -151,7 +151,9 @@ def outlet_deliveries(
     outlet = assessed.health.get(context.partition_key)
     if outlet is None:
         raise dg.Failure(
-            f"outlet {context.partition_key!r} is not in {outlet_hub.config_path}",
+            f"outlet {context.partition_key!r} is not in {outlet_hub.config_path}"
+            if assessed.unreadable is None
+            else f"{outlet_hub.config_path} cannot be read: {assessed.unreadable}",
             metadata={"registry_problems": "\n".join(assessed.general) or "(none)"},
         )
     return dg.MaterializeResult(metadata=outlet.metadata())

@@ -148,10 +148,10 @@ def pending_batches(
         while rows := reader.fetchmany(size):
             batch = []
             for _, item_id, record_json, desired, removed, enabled in rows:
+                record = decode_json(record_json)
                 if removed:
-                    item = disabled_item(item_id, is_category=entity == "categories")
+                    item = disabled_item(record, is_category=entity == "categories")
                 else:
-                    record = decode_json(record_json)
                     # `enable` only with news: true for an item that comes back.
                     enable = True if enabled is False else None
                     item = (

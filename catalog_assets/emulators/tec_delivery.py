@@ -194,6 +194,12 @@ class TecDeliveryEmulator(LoopbackServer):
         with self._lock:
             return [dict(record) for record in self._webhooks]
 
+    def forget(self, *ids: str) -> None:
+        """Lose these items, as Tec.Delivery would after restoring its own data."""
+        with self._lock:
+            for key in ids:
+                self._items.pop(key, None)
+
     def reset_log(self) -> None:
         with self._lock:
             self._log.clear()

@@ -25,8 +25,8 @@ returns them as a `SensorResult`:
 
 When outlets.yaml cannot be read, the outlets of its last readable version stay monitored
 (the loader lives as long as the process; in a fresh one there are none to monitor): no
-partition is deleted, no incident is closed as "removed", and the unreadable file is an
-incident of its own. When each outlet was first seen, from which a never-called outlet's
+partition is deleted, no incident is closed as "removed", no check run is started (its own
+process could not read the file either), and the unreadable file is an incident of its own. When each outlet was first seen, from which a never-called outlet's
 silence counts, is kept in the API's state file (`OutletState.registered`), where the check
 runs this sensor starts read it too.
 """
@@ -150,7 +150,10 @@ def outlet_monitor_sensor(
 
     runs = []
     verdicts: dict[str, str] = {} if unreadable is None else dict(memory["verdicts"])
-    for outlet_id, outlet in health.items():
+    # While the file cannot be read, a check run (a process that never read it) could not
+    # find the outlet: verdicts stay as they were, and one that changed meanwhile gets its
+    # run on the first tick the file is readable again.
+    for outlet_id, outlet in health.items() if unreadable is None else ():
         if outlet_id not in known:
             # A partition added by this tick gets its first check run on the next tick, once
             # the instance holds it, so a check run never races its partition's creation.

@@ -268,7 +268,8 @@ class OutletState:
     ) -> dict[str, datetime]:
         """When each of `outlets` was first seen (now for one new here, or its `seed` time:
         what an older monitor kept in its cursor). `forget_others` drops outlets no longer
-        listed, so one removed and added again counts afresh; not while the file is unreadable."""
+        listed, so one removed and added again is registered afresh (a last contact it had
+        still counts first); not while the file is unreadable."""
         ids = sorted(set(outlets))
         seed = seed or {}
         with self._write() as con:

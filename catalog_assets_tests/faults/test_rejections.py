@@ -162,7 +162,18 @@ def test_a_product_deleted_after_an_edit_tec_delivery_refused_is_still_disabled(
         for item in request["payload"]
         if item.get("external_id") == product and item.get("enable") is False
     ]
-    assert disable == {"external_id": product, "enable": False}
+    assert disable == {"external_id": product, "name": disable["name"], "enable": False}
+
+
+def test_a_disable_reaches_an_item_tec_delivery_no_longer_holds(platform):
+    """Tec.Delivery lost an item (its data restored) that 1C has since deleted: the re-push
+    of everything must still disable it, not fail on an item it does not know."""
+    assert platform.run("full_resync").success
+    product = platform.catalog.products()[0]["id"]
+    platform.catalog.remove(product)
+    platform.tec.forget(product)
+    assert platform.run("full_resync").success
+    assert platform.tec.products[product]["enable"] is False
 
 
 def test_a_category_moved_under_an_orphan_then_deleted_is_disabled(platform):

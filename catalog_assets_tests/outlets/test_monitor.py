@@ -245,3 +245,40 @@ def test_a_silence_alert_is_sent_once_the_alert_channel_is_back(platform, hub, a
     monitor.tick()
     monitor.tick()
     assert len(received) == 1 and "spb-002" in received[0] and "silent" in received[0]
+
+
+def test_no_check_run_is_started_while_outlets_yaml_cannot_be_read(
+    platform, hub, alerts, monkeypatch
+):
+    """A check run is a process of its own, which cannot read the broken file either: the
+    sensor starts none meanwhile, and the verdict that changed gets its run once it can."""
+    webhook, _ = alerts
+    hub.write_registry([hub.entry("msk-001", silent_after_minutes=10)])
+    platform.run("full_resync")
+    state = OutletState(hub.resource.state_path)
+    state.begin_request("msk-001", "products", 0, utc_now() - timedelta(minutes=30))
+    monitor = Monitor(platform, hub, webhook)
+    monitor.tick()
+    monitor.tick()
+    assert monitor.verdicts == {"msk-001": False}
+
+    hub.config.write_text("outlets:\n  - {id: msk-001, name: [unclosed\n", encoding="utf-8")
+    monitor.tick()
+    state.begin_request("msk-001", "products", 0, utc_now())  # it calls again: live
+    code_server = dict(outlets_assets._loaders)
+    monkeypatch.setattr(outlets_assets, "_loaders", {})  # where a run would execute
+    failed = dg.materialize(
+        [outlet_deliveries],
+        instance=platform.instance,
+        resources={"outlet_hub": hub.resource},
+        partition_key="msk-001",
+        raise_on_error=False,
+    )
+    assert "cannot be read" in str(failed.get_step_failure_events()[0].step_failure_data.error)
+    monkeypatch.setattr(outlets_assets, "_loaders", code_server)
+    monitor.tick()
+    assert monitor.verdicts == {}  # none started while the file is broken
+
+    hub.write_registry([hub.entry("msk-001", silent_after_minutes=10)])
+    monitor.tick()
+    assert monitor.verdicts == {"msk-001": True}
