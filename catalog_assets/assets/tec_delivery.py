@@ -483,10 +483,8 @@ def push_entity(
     tally = PushTally()
     with store.connect() as con:
         if entity == "categories":
-            max_depth = con.execute("SELECT coalesce(max(depth), 0) FROM category_tree").fetchone()[
-                0
-            ]
-            levels = range(max_depth + 1)
+            deepest = "SELECT coalesce(max(depth), 0) FROM category_tree"
+            levels = range(con.execute(deepest).fetchone()[0] + 1)
         else:
             levels = range(1)
         pusher = Pusher(
