@@ -10,11 +10,13 @@ so every way this project reports trouble ends up here:
   alerts opts out with `metadata={"catalog/alerts": "self"}` on its spec.
 
 The open incidents live in the sensor cursor; `notifier.incident_transitions` decides what
-opened and what recovered. A transition is stored only after its message was delivered, so a
+opened and what recovered. A check incident opened as a WARN that turns ERROR (a rejected item
+dead-lettered: no more retries, an operator must act) sends one more message, `escalated`. A transition is stored only after its message was delivered, so a
 webhook that is down makes the sensor try again next tick instead of forgetting the incident.
 """
 
 import json
+import re
 from collections.abc import Iterable
 
 import dagster as dg
@@ -111,6 +113,27 @@ def check_incidents(
     return current
 
 
+_SEVERITY = re.compile(r"^asset check \S+ failed \((WARN|ERROR)\)")
+
+
+def escalations(open_incidents: dict[str, str], current: dict[str, str | None]) -> dict[str, str]:
+    """Open check incidents that opened as a WARN and are an ERROR now: a key already open is
+    no transition, but this change needs someone."""
+
+    def severity(text: str) -> str | None:
+        found = _SEVERITY.match(text)
+        return found.group(1) if found else None
+
+    return {
+        key: text
+        for key, text in current.items()
+        if text is not None
+        and key in open_incidents
+        and severity(open_incidents[key]) == "WARN"
+        and severity(text) == "ERROR"
+    }
+
+
 def _load(cursor: str | None) -> dict[str, str]:
     if not cursor:
         return {}
@@ -139,6 +162,10 @@ def catalog_alerts(context: dg.SensorEvaluationContext, notifier: Notifier) -> d
         if notifier.send(f":red_circle: [catalog] {text}"):
             stored[key] = text
             sent.append(f"opened {key}")
+    for key, text in sorted(escalations(open_incidents, current).items()):
+        if notifier.send(f":red_circle: [catalog] escalated: {text}"):
+            stored[key] = text
+            sent.append(f"escalated {key}")
     for key, text in sorted(transitions.resolved.items()):
         if notifier.send(f":white_check_mark: [catalog] recovered: {key} (was: {text})"):
             stored.pop(key, None)

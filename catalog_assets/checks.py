@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import dagster as dg
 import duckdb
 
-from catalog_assets.storage import PUSH_TABLE, preview
+from catalog_assets.storage import PUSH_TABLE, STAGING_TABLE, preview
 
 Evaluate = Callable[[duckdb.DuckDBPyConnection], dg.AssetCheckResult]
 
@@ -95,16 +95,21 @@ def _removals_within_guard(entity: str) -> Evaluate:
 
 def _no_rejected_items(entity: str) -> Evaluate:
     def evaluate(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
-        table = PUSH_TABLE[entity]
+        # An item 1C deleted before Tec.Delivery ever took it is owed nothing (no disable
+        # is sent for it): its old refusal would fail this check for good, and keep its
+        # incident open over every later rejection.
+        owed = f"""FROM {PUSH_TABLE[entity]} d
+                   LEFT JOIN {STAGING_TABLE[entity]} s ON s.id = d.external_id
+                   WHERE NOT (s.removed_at IS NOT NULL AND d.pushed_hash IS NULL)"""
         dead, failing = con.execute(
-            f"""SELECT count(*) FILTER (WHERE dead_lettered_at IS NOT NULL),
-                       count(*) FILTER (WHERE last_error IS NOT NULL AND dead_lettered_at IS NULL)
-                FROM {table}"""
+            f"""SELECT count(*) FILTER (WHERE d.dead_lettered_at IS NOT NULL),
+                       count(*) FILTER (WHERE d.last_error IS NOT NULL AND d.dead_lettered_at IS NULL)
+                {owed}"""
         ).fetchone()
         examples = preview(
             con,
-            f"SELECT external_id, attempts, last_error FROM {table} WHERE last_error IS NOT NULL "
-            "ORDER BY last_attempt_at DESC",
+            f"SELECT d.external_id, d.attempts, d.last_error {owed} AND d.last_error IS NOT NULL "
+            "ORDER BY d.last_attempt_at DESC",
         )
         return dg.AssetCheckResult(
             passed=dead == 0 and failing == 0,

@@ -178,6 +178,13 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def url_origin(url: str) -> str:
+    """Scheme and host only, for a URL that is itself the credential: a Slack or Mattermost
+    incoming webhook carries its secret in the path."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/…"
+
+
 def url_secrets(url: str | None) -> list[str]:
     """The secret parts of a URL we hand to others (the webhook URL carries its token): the
     whole URL, its password and query values named like secrets, for `redact`."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from catalog_assets.http import safe_url
+from catalog_assets.http import url_origin
 
 logger = logging.getLogger("catalog_assets.alerts")
 
@@ -62,13 +62,16 @@ class Notifier(dg.ConfigurableResource):
             )
         except requests.RequestException as exc:
             logger.error(
-                "alert to %s failed (%s): %s", safe_url(self.webhook_url), type(exc).__name__, text
+                "alert to %s failed (%s): %s",
+                url_origin(self.webhook_url),
+                type(exc).__name__,
+                text,
             )
             return False
         if response.status_code >= 300:
             logger.error(
                 "alert to %s answered HTTP %s: %s",
-                safe_url(self.webhook_url),
+                url_origin(self.webhook_url),
                 response.status_code,
                 text,
             )

@@ -49,3 +49,30 @@ def test_posts_slack_compatible_json_to_the_webhook():
 def test_without_a_webhook_the_alert_is_a_log_line(caplog):
     assert Notifier().send("outlet msk-001 silent")
     assert "ALERT outlet msk-001 silent" in caplog.text
+
+
+def test_a_failing_alert_channel_does_not_log_the_secret_in_its_url(caplog):
+    """A Slack or Mattermost incoming-webhook URL is the credential (the secret is in its path)."""
+    secret = "xoxHOOK-9c1d-SECRET-path-77aa"
+
+    class Down(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Down)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/services/T0001/B0002/{secret}"
+        assert not Notifier(webhook_url=url, timeout_seconds=5).send("job failed")
+        assert not Notifier(
+            webhook_url=f"http://127.0.0.1:9/hooks/{secret}", timeout_seconds=1
+        ).send("job failed")
+    finally:
+        server.shutdown()
+    assert "alert to http://127.0.0.1" in caplog.text and secret not in caplog.text

@@ -548,3 +548,16 @@ def test_a_record_dated_in_the_future_does_not_carry_the_cursor_past_later_edits
     assert isinstance(tick(platform), dg.SensorResult)
     assert platform.run("incremental_sync").success
     assert platform.tec.products[second]["price"] == 22
+
+
+def test_a_removal_share_given_as_a_percentage_is_refused():
+    """20 meaning 20% would switch the removal guard off without a word."""
+    import pydantic
+    import pytest
+
+    from catalog_assets.assets.config import FetchConfig
+
+    assert FetchConfig(max_removal_share=0.2).max_removal_share == 0.2
+    for wrong in (20, -0.1):
+        with pytest.raises(pydantic.ValidationError):
+            FetchConfig(max_removal_share=wrong)

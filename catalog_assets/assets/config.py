@@ -20,7 +20,11 @@ class FetchConfig(dg.Config):
         description="Apply removals even when they exceed max_removal_share (operator override).",
     )
     max_removal_share: float = Field(
-        default=0.2, description="Largest share of live items one full resync may disable."
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Largest share (0..1, not a percentage) of live items one full resync may "
+        "disable.",
     )
 
 

@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 
 from catalog_assets.alerts import catalog_alerts
+from catalog_assets.assets.tec_delivery import MAX_ATTEMPTS
 from catalog_assets.notifier import Notifier
 
 
@@ -170,3 +171,36 @@ def test_a_run_alert_quotes_what_went_wrong_not_dagsters_wrapper(platform, slack
     [alert] = sent
     assert "job incremental_sync failed" in alert and "onec_categories: " in alert
     assert "1C answered HTTP 500 to GET" in alert and "Error occurred while executing" not in alert
+
+
+def test_a_dead_letter_escalates_its_open_rejection_alert(platform, slack, ledger):
+    """The first refusal opens `no_rejected_items` as a WARN; the fifth dead-letters the item
+    (no more retries: an operator must act), which must say so even though the incident is
+    already open. Then 1C deletes the product: owed nothing, it no longer fails the check."""
+    poison = sorted(r["id"] for r in platform.catalog.products())[7]
+    platform.tec.fail_always_ids.add(poison)
+    ledger.fault("an item refused until dead-lettered", 1)
+    assert platform.run("full_resync").success
+    cursor, sent = tick(platform, slack, None)
+    assert [m for m in sent if "no_rejected_items failed (WARN)" in m], sent
+    later: list[str] = []
+    for _ in range(2, MAX_ATTEMPTS + 1):
+        platform.run("incremental_sync", raise_on_error=False)
+        cursor, sent = tick(platform, slack, cursor)
+        later += sent
+    [escalated] = [m for m in later if "escalated" in m]
+    assert "no_rejected_items failed (ERROR): 1 products dead-lettered" in escalated
+
+    platform.catalog.remove(poison)
+    result = platform.run("full_resync")
+    assert result.success
+    [check] = [
+        c
+        for c in result.get_asset_check_evaluations()
+        if c.check_name == "no_rejected_items"
+        and c.asset_key == dg.AssetKey("tec_delivery_products")
+    ]
+    assert check.passed, check.description
+    cursor, sent = tick(platform, slack, cursor)
+    assert any("recovered: check:tec_delivery_products/no_rejected_items" in m for m in sent)
+    assert "no_rejected_items" not in cursor
