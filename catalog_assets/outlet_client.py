@@ -93,15 +93,18 @@ class OutletClient:
     def drain(self, entity: str, cursor: str | None, limit: int | None = None) -> Iterator[Page]:
         """Pages until has_more is false. A cursor the server no longer accepts (its signing
         secret changed) is dropped once: the server then continues from this outlet's
-        acknowledged position, so nothing is skipped."""
+        acknowledged position, so nothing is skipped. A second refusal in one drain means the
+        API's processes disagree on the secret (a rolling change, one misconfigured host):
+        raised, rather than re-reading the first page for ever."""
+        dropped = False
         while True:
             try:
                 page = self.changes(entity, cursor, limit)
             except OutletApiError as exc:
-                if exc.code != "invalid_cursor" or cursor is None:
+                if exc.code != "invalid_cursor" or cursor is None or dropped:
                     raise
                 print(f"{entity}: cursor refused ({exc.message}); continuing from the server's")
-                cursor = None
+                cursor, dropped = None, True
                 continue
             yield page
             cursor = page.cursor

@@ -52,7 +52,7 @@ class OutletService:
         self.reader = SnapshotReader(settings.snapshot_dir)
         self.codec = CursorCodec(settings.cursor_secret)
         self.registry = RegistryLoader(settings.config_path, on_reload=self._reloaded)
-        self._tokens: tuple[int, dict[str, str]] = (0, {})
+        self._tokens: tuple[Registry | None, dict[str, str]] = (None, {})
 
     def _reloaded(self, registry: Registry) -> None:
         try:
@@ -81,16 +81,18 @@ class OutletService:
 
     def token_owners(self, registry: Registry) -> dict[str, str]:
         """Token digest -> outlet id, for valid and invalid entries alike (an invalid entry's
-        owner is told what is wrong instead of a bare 401). Cached per registry object."""
-        key = id(registry)
-        if self._tokens[0] != key:
+        owner is told what is wrong instead of a bare 401). Cached per registry object, held
+        here: keyed by `id()`, a freed registry's address reused by a later one matched the
+        cache, and a revoked token kept working."""
+        cached, owners = self._tokens
+        if cached is not registry:
             owners = {
                 o.token_sha256: o.id
                 for o in [*registry.invalid.values(), *registry.outlets.values()]
                 if o.token_sha256
             }
-            self._tokens = (key, owners)
-        return self._tokens[1]
+            self._tokens = (registry, owners)
+        return owners
 
     def authenticate(self, registry: Registry, outlet_id: str, authorization: str | None) -> None:
         """401 / 404 / 403 in that order: an unauthenticated caller learns nothing, not even

@@ -74,7 +74,9 @@ def parse_registry(
     outlets (the Dagster monitor), whose environment need not hold the tokens.
     """
     if raw is None:
-        raw = {}
+        # An empty file is more likely one caught mid-rewrite than a chain with no outlets
+        # (`outlets: []` says that): refused, so the last readable version stays in force.
+        return Registry({}, {}, error="outlets.yaml is empty (write `outlets: []` for none)")
     if not isinstance(raw, dict) or not isinstance(raw.get("outlets", []), list):
         return Registry({}, {}, error="outlets.yaml must be a mapping with an `outlets:` list")
     entries = raw.get("outlets") or []
@@ -98,7 +100,7 @@ def parse_registry(
             # Both copies are refused: guessing which one is meant could hand one outlet's
             # feed (and category filter) to the holder of the other's token.
             found.append(f"id {outlet_id!r} appears {ids.count(outlet_id)} times in outlets.yaml")
-        unknown_keys = sorted(set(entry) - KNOWN_KEYS)
+        unknown_keys = sorted(str(key) for key in set(entry) - KNOWN_KEYS)  # YAML keys vary
         if unknown_keys:
             found.append(f"unknown keys {unknown_keys} (expected {sorted(KNOWN_KEYS)})")
         name = entry.get("name", outlet_id)
@@ -108,10 +110,16 @@ def parse_registry(
         token_env = entry.get("token_env")
         token_sha = None
         if not isinstance(token_env, str) or not ENV_NAME.match(token_env):
-            found.append(f"token_env must name an environment variable, got {token_env!r}")
+            # Not echoed: a token pasted here by mistake would reach logs and alerts.
+            found.append(
+                "token_env must name an environment variable (A-Z, 0-9, _); if the token "
+                "itself was written there, rotate it"
+            )
             token_env = ""
         else:
-            token = env.get(token_env)
+            # Stripped as the API strips the presented token: a secret mounted from a file
+            # often ends with a newline, and would otherwise never match.
+            token = (env.get(token_env) or "").strip()
             if token:
                 token_sha = token_digest(token)
             elif require_tokens:
@@ -142,16 +150,21 @@ def parse_registry(
             invalid[outlet_id] = outlet
         else:
             outlets[outlet_id] = outlet
-    # Two outlets sharing a token could read each other's feeds: refuse both.
+    # Two outlets sharing a token could read each other's feeds: refuse both, refused
+    # entries included (a copied entry with a mistake of its own still shares the token).
     holders: dict[str, list[str]] = {}
-    for outlet in outlets.values():
+    for outlet in [*invalid.values(), *outlets.values()]:
         if outlet.token_sha256:
             holders.setdefault(outlet.token_sha256, []).append(outlet.id)
     for sharing in (ids for ids in holders.values() if len(ids) > 1):
         for outlet_id in sharing:
             others = ", ".join(o for o in sharing if o != outlet_id)
-            problems[outlet_id] = f"outlet {outlet_id}: shares its token with {others}"
-            invalid[outlet_id] = outlets.pop(outlet_id)
+            shared = f"shares its token with {others}"
+            if outlet_id in outlets:
+                problems[outlet_id] = f"outlet {outlet_id}: {shared}"
+                invalid[outlet_id] = outlets.pop(outlet_id)
+            else:
+                problems[outlet_id] += f"; {shared}"
     return Registry(outlets, problems, invalid)
 
 

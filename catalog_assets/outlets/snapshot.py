@@ -652,7 +652,12 @@ class SnapshotReader:
         with self._lock:
             if key == self._pointer_key and self._current is not None:
                 return self._current
-            name = pointer.read_text(encoding="utf-8").strip()
+            try:
+                name = pointer.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:  # replaced or damaged meanwhile
+                raise SnapshotUnavailable(
+                    f"the {POINTER} pointer cannot be read ({type(exc).__name__})"
+                ) from None
             if self._current is not None and self._current.name == name:
                 self._pointer_key = key
                 return self._current

@@ -1,11 +1,13 @@
 """The pull API over real HTTP: uvicorn on 127.0.0.1, the reference client, a real sync into
 a DuckDB file in tmp_path, and the snapshot it publishes."""
 
+import dataclasses
 import json
 import logging
 import os
 import shutil
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -13,7 +15,11 @@ import dagster as dg
 import duckdb
 import httpx
 import pytest
+import requests
+import yaml
 
+from catalog_assets.outlet_api.config import ApiSettings
+from catalog_assets.outlet_api.deps import ApiError, OutletService
 from catalog_assets.outlet_client import ENTITIES, LocalStore, OutletApiError, main, sync_outlet
 from catalog_assets.outlets.feeds import CursorCodec, expand_subtrees
 from catalog_assets.outlets.snapshot import Snapshot
@@ -628,3 +634,103 @@ def test_removals_stop_after_catching_up_from_one_filter_to_another(platform, hu
     assert platform.run("incremental_sync").success
     page = api.client("msk-001").changes("prices", cursor=store.cursors["prices"], limit=1000)
     assert page.items == []
+
+
+ROTATED = {"OUTLET_MSK_001_TOKEN": "tok-msk-001-OLD", "OUTLET_MSK_001_TOKEN_V2": "tok-msk-001-NEW"}
+
+
+def test_a_rotated_token_is_refused_however_often_the_registry_reloads(tmp_path, monkeypatch):
+    """The token map is cached per registry object. Keyed by `id()`, a later registry born at
+    a freed one's address matched the stale map: the revoked token let in, the new one 401."""
+    for name, value in ROTATED.items():
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "outlets.yaml"
+    bumps = [0]
+
+    def write(token_variable: str, name: str = "Outlet msk-001") -> None:
+        entry = {"id": "msk-001", "name": name, "token_env": token_variable}
+        config.write_text(yaml.safe_dump({"outlets": [entry]}), encoding="utf-8")
+        bumps[0] += 1
+        stamp = time.time_ns() + bumps[0] * 1_000_000_000
+        os.utime(config, ns=(stamp, stamp))
+
+    write("OUTLET_MSK_001_TOKEN")
+    service = OutletService(
+        ApiSettings(str(config), str(tmp_path / "snapshots"), str(tmp_path / "state.sqlite"), b"k")
+    )
+
+    def auth(token: str) -> str:
+        with service.view() as view:  # what a request does before it reads the snapshot
+            try:
+                service.authenticate(view.registry, "msk-001", f"Bearer {token}")
+            except ApiError as exc:
+                return exc.code
+            return "ok"
+
+    names = list(ROTATED)
+    try:
+        for i in range(1000):  # address reuse is likely within a few dozen reloads
+            current, revoked = names[i % 2], names[(i + 1) % 2]
+            write(revoked)
+            assert auth(ROTATED[revoked]) == "ok"
+            write(current)
+            for k in range(1 + i % 3):  # /healthz reloads without authenticating
+                with service.view():
+                    pass
+                write(current, name=f"Outlet msk-001 (probe {k})")
+            write(current, name="Outlet msk-001 (rotated)")
+            answers = auth(ROTATED[revoked]), auth(ROTATED[current])
+            assert answers == ("invalid_token", "ok"), f"round {i}: {answers}"
+    finally:
+        service.close()
+
+
+class RoundRobin(requests.Session):
+    """A load balancer in front of two API processes: each request goes to the next one."""
+
+    def __init__(self, bases: list[str], cap: int) -> None:
+        super().__init__()
+        self.bases, self.cap, self.calls = bases, cap, 0
+
+    def get(self, url, **kwargs):
+        self.calls += 1
+        if self.calls > self.cap:
+            raise RuntimeError(f"still paging after {self.cap} requests")
+        base = self.bases[self.calls % len(self.bases)]
+        return super().get(base + url[len(self.bases[0]) :], **kwargs)
+
+
+def test_the_client_stops_when_api_processes_disagree_on_the_cursor_secret(platform, hub, api):
+    """A rolling change of OUTLET_CURSOR_SECRET behind a load balancer: each process refuses
+    the other's cursors. Dropping a refused cursor once is the recovery; a second refusal in
+    the same drain is an error, not the first page downloaded for ever."""
+    hub.write_registry([hub.entry("msk-001")])
+    platform.run("full_resync")
+    other, stop = serve(dataclasses.replace(hub.settings(), cursor_secret=b"rotated-secret"))
+    try:
+        client = api.client("msk-001")
+        client._http = RoundRobin([api.url, other.url], cap=200)
+        with pytest.raises(OutletApiError) as refused:
+            for _ in client.drain("products", None, limit=5):
+                pass
+        assert refused.value.code == "invalid_cursor" and client._http.calls < 10
+    finally:
+        stop()
+
+
+def test_a_token_shared_with_a_refused_entry_is_refused_for_both(platform, hub, api):
+    """An entry copied while onboarding keeps the other outlet's token variable and has a
+    mistake of its own: the token must not read the other outlet's feed meanwhile."""
+    platform.run("full_resync")
+    hub.write_registry(
+        [
+            hub.entry("msk-001", token_env=token_env("spb-002"), silent_after_minutes=0),
+            hub.entry("spb-002"),
+        ]
+    )
+    shared = {"Authorization": f"Bearer {TOKENS['spb-002']}"}
+    params = {"entity": "products", "limit": 1}
+    spb = httpx.get(f"{api.url}/v1/outlets/spb-002/changes", params=params, headers=shared)
+    assert spb.status_code == 404 and "shares its token with msk-001" in spb.text
+    msk = httpx.get(f"{api.url}/v1/outlets/msk-001/changes", params=params, headers=shared)
+    assert msk.status_code in (403, 404)

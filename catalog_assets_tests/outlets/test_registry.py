@@ -85,3 +85,49 @@ def test_the_loader_rereads_on_change_and_keeps_the_last_good_file(tmp_path):
     os.utime(path, ns=(1, 4_000_000_000_000_000_000))
     assert "unknown categories" in loader.get(("snap-1", CATS)).problems["a"]
     assert set(loader.get(("snap-2", frozenset({"cat-9"}))).outlets) == {"a"}
+
+
+def test_a_token_shared_with_a_refused_entry_refuses_the_valid_one_too():
+    registry = parse_registry(
+        {"outlets": [entry("a", "T_A", silent_after_minutes=0), entry("b", "T_A")]}, ENV, CATS
+    )
+    assert registry.outlets == {}
+    assert "silent_after_minutes" in registry.problems["a"]
+    assert "shares its token with b" in registry.problems["a"]
+    assert "shares its token with a" in registry.problems["b"]
+
+
+def test_entries_are_judged_without_echoing_a_token_or_failing_on_odd_keys():
+    """A token pasted as `token_env` must not reach logs and alerts through the problem text;
+    YAML keys of mixed types (`on:` parses as a boolean) are reported, not a crash; a token
+    mounted from a file with a trailing newline still matches."""
+    pasted = "9f2c5e1a-token-pasted-by-mistake"
+    registry = parse_registry(
+        {
+            "outlets": [
+                entry("a", pasted),
+                {**entry("b", "T_B"), True: 1, "colour": "red"},
+                entry("c", "T_NL"),
+            ]
+        },
+        {**ENV, "T_NL": "token-c\n"},
+        CATS,
+    )
+    assert pasted not in str(registry.problems) and "rotate it" in registry.problems["a"]
+    assert "unknown keys ['True', 'colour']" in registry.problems["b"]
+    assert registry.outlets["c"].token_sha256 == token_digest("token-c")
+
+
+def test_an_empty_file_keeps_the_last_readable_version(tmp_path):
+    """A file caught empty mid-rewrite is not a chain with no outlets (`outlets: []` is)."""
+    path = tmp_path / "outlets.yaml"
+    path.write_text("outlets:\n  - {id: a, token_env: T_A}\n", encoding="utf-8")
+    loader = RegistryLoader(str(path), env=ENV)
+    assert set(loader.get().outlets) == {"a"}
+    path.write_text("")
+    os.utime(path, ns=(1, 2_000_000_000_000_000_000))
+    emptied = loader.get()
+    assert set(emptied.outlets) == {"a"} and "is empty" in emptied.error
+    path.write_text("outlets: []\n")
+    os.utime(path, ns=(1, 3_000_000_000_000_000_000))
+    assert loader.get().outlets == {} and loader.get().error is None
