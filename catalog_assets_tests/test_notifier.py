@@ -5,6 +5,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from catalog_assets.notifier import Notifier, incident_transitions
+from catalog_assets_tests.faults.test_alerts import SlackHook
 
 
 def test_one_message_per_incident_and_one_on_recovery():
@@ -54,25 +55,14 @@ def test_without_a_webhook_the_alert_is_a_log_line(caplog):
 def test_a_failing_alert_channel_does_not_log_the_secret_in_its_url(caplog):
     """A Slack or Mattermost incoming-webhook URL is the credential (the secret is in its path)."""
     secret = "xoxHOOK-9c1d-SECRET-path-77aa"
-
-    class Down(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Down)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = SlackHook()
+    hook.up = False  # answers 503
     try:
-        url = f"http://127.0.0.1:{server.server_port}/services/T0001/B0002/{secret}"
+        url = f"http://127.0.0.1:{hook.server.server_port}/services/T0001/B0002/{secret}"
         assert not Notifier(webhook_url=url, timeout_seconds=5).send("job failed")
         assert not Notifier(
             webhook_url=f"http://127.0.0.1:9/hooks/{secret}", timeout_seconds=1
         ).send("job failed")
     finally:
-        server.shutdown()
+        hook.server.shutdown()
     assert "alert to http://127.0.0.1" in caplog.text and secret not in caplog.text
