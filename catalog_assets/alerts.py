@@ -11,8 +11,9 @@ so every way this project reports trouble ends up here:
 
 The open incidents live in the sensor cursor; `notifier.incident_transitions` decides what
 opened and what recovered. A check incident opened as a WARN that turns ERROR (a rejected item
-dead-lettered: no more retries, an operator must act) sends one more message, `escalated`. A transition is stored only after its message was delivered, so a
-webhook that is down makes the sensor try again next tick instead of forgetting the incident.
+dead-lettered: no more retries, an operator must act) sends one more message, `escalated`. A
+transition is stored only after its message was delivered, so a webhook that is down makes
+the sensor try again next tick instead of forgetting the incident.
 """
 
 import json

@@ -3,8 +3,9 @@
 Both 1C and Tec.Delivery get the same policy: pooled keep-alive connections, a timeout on
 every request, and urllib3's Retry doing exponential backoff with jitter on connection
 errors, read timeouts, 429 and 5xx (honouring Retry-After up to the backoff cap, 30 s) —
-never on other 4xx, which would only repeat a request the server has already judged. POST is retried too because
-`put-products` is an upsert keyed by `external_id`: sending a batch twice is harmless.
+never on other 4xx, which would only repeat a request the server has already judged. POST is
+retried too because `put-products` is an upsert keyed by `external_id`: sending a batch twice
+is harmless.
 """
 
 from __future__ import annotations

@@ -275,14 +275,12 @@ def onec_change_sensor(
                 )
                 pending = con.execute(PENDING_COUNT, {"all": False, "depth": None}).fetchall()[0][0]
                 tree_behind, snapshot_behind = con.execute(DOWNSTREAM_BEHIND).fetchone()
-        except FileNotFoundError:
-            observations = [observe_entity(onec, None, e, EPOCH) for e in entities]
-            pending, tree_behind, snapshot_behind = 0, False, False
-        else:
-            observations = [
-                observe_entity(onec, judge, e, cursors.get(e, EPOCH), sweep.get(e))
-                for e in entities
-            ]
+            judging: Callable[[str, list], int] | None = judge
+        except FileNotFoundError:  # no store yet: everything 1C has is a change
+            cursors, pending, tree_behind, snapshot_behind, judging = {}, 0, False, False, None
+        observations = [
+            observe_entity(onec, judging, e, cursors.get(e, EPOCH), sweep.get(e)) for e in entities
+        ]
     except StoreBusyError as exc:
         return dg.SkipReason(f"catalog store busy, will look again next tick: {exc}")
     seen = "; ".join(o.describe() for o in observations)

@@ -115,6 +115,15 @@ ALTER TABLE {table} ADD COLUMN IF NOT EXISTS processing_status VARCHAR;
 )
 
 
+# A row's new numbers in every feed it is in, by staging table: how a change, a move, a
+# removal or a renumbering reaches the outlets again (a product is in three feeds).
+NEW_NUMBERS = {
+    "onec_categories": "change_seq = nextval('catalog_change_seq')",
+    "onec_products": "change_seq = nextval('catalog_change_seq'), "
+    "price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq')",
+}
+
+
 class StoreBusyError(RuntimeError):
     """Another process holds the DuckDB file; raised after waiting, never a raw IOException."""
 
@@ -382,26 +391,20 @@ def resequence_moved(
     merged = """CASE WHEN len(coalesce(t.left_subtrees, []) || m.left_subtrees) = 0 THEN NULL
                 ELSE list_distinct(coalesce(t.left_subtrees, []) || m.left_subtrees) END"""
     categories = con.execute(
-        f"""UPDATE onec_categories AS t SET change_seq = nextval('catalog_change_seq'),
+        f"""UPDATE onec_categories AS t SET {NEW_NUMBERS["onec_categories"]},
                 staged_at = $now, left_subtrees = {merged}
             FROM moved_categories m WHERE t.id = m.id""",
         {"now": now},
     ).fetchone()[0]
     products = con.execute(
-        f"""UPDATE onec_products AS t SET change_seq = nextval('catalog_change_seq'),
-                price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq'),
+        f"""UPDATE onec_products AS t SET {NEW_NUMBERS["onec_products"]},
                 staged_at = $now, left_subtrees = {merged}
             FROM moved_categories m WHERE t.parent = m.id""",
         {"now": now},
     ).fetchone()[0]
     for table in STAGING_TABLE.values():
-        narrow = (
-            ", price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq')"
-            if table == "onec_products"
-            else ""
-        )
         con.execute(
-            f"""UPDATE {table} AS t SET change_seq = nextval('catalog_change_seq'){narrow},
+            f"""UPDATE {table} AS t SET {NEW_NUMBERS[table]},
                     staged_at = $now,
                     left_subtrees = list_distinct(t.left_subtrees || inherited.left_subtrees)
                 FROM (SELECT i.id, flatten(list(m.left_subtrees)) AS left_subtrees
@@ -431,9 +434,7 @@ def resequence_appeared(
     if not appeared or published_before is None:
         return 0
     return con.execute(
-        """UPDATE onec_products SET change_seq = nextval('catalog_change_seq'),
-               price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq'),
-               staged_at = $now
+        f"""UPDATE onec_products SET {NEW_NUMBERS["onec_products"]}, staged_at = $now
            WHERE parent IN (SELECT unnest($appeared::VARCHAR[])) AND staged_at < $before""",
         {"appeared": appeared, "before": published_before, "now": now},
     ).fetchall()[0][0]
@@ -446,13 +447,10 @@ def renumber_feeds(con: duckdb.DuckDBPyConnection, above: int) -> int:
     `_continue_numbering`). Returns the rows renumbered."""
     with transaction(con):
         con.execute(f"CREATE OR REPLACE SEQUENCE catalog_change_seq START {int(above) + 1}")
-        renumbered = con.execute(
-            "UPDATE onec_categories SET change_seq = nextval('catalog_change_seq')"
-        ).fetchall()[0][0]
-        renumbered += con.execute(
-            """UPDATE onec_products SET change_seq = nextval('catalog_change_seq'),
-                   price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq')"""
-        ).fetchall()[0][0]
+        renumbered = sum(
+            con.execute(f"UPDATE {table} SET {NEW_NUMBERS[table]}").fetchall()[0][0]
+            for table in STAGING_TABLE.values()
+        )
     return renumbered
 
 
@@ -545,13 +543,8 @@ def apply_removals(
     applied = 0
     with transaction(con):
         if would_remove and not blocked:
-            extra = (
-                ", price_seq = nextval('catalog_change_seq'), stock_seq = nextval('catalog_change_seq')"
-                if entity == "products"
-                else ""
-            )
             con.execute(
-                f"""UPDATE {table} SET removed_at = $now, change_seq = nextval('catalog_change_seq'){extra}
+                f"""UPDATE {table} SET removed_at = $now, {NEW_NUMBERS[table]}
                     WHERE removed_at IS NULL AND seen_at < $start""",
                 {"now": utcnow(), "start": pass_started},
             )

@@ -26,9 +26,11 @@ returns them as a `SensorResult`:
 When outlets.yaml cannot be read, the outlets of its last readable version stay monitored
 (the loader lives as long as the process; in a fresh one there are none to monitor): no
 partition is deleted, no incident is closed as "removed", no check run is started (its own
-process could not read the file either), and the unreadable file is an incident of its own. When each outlet was first seen, from which a never-called outlet's
-silence counts, is kept in the API's state file (`OutletState.registered`), where the check
-runs this sensor starts read it too.
+process could not read the file either), and the unreadable file is an incident of its own.
+
+When each outlet was first seen, from which a never-called outlet's silence counts, is kept
+in the API's state file (`OutletState.registered`), where the check runs this sensor starts
+read it too.
 """
 
 import hashlib

@@ -193,11 +193,12 @@ class OutletState:
             # position stored before filters were recorded is taken as it is).
             taken_under = sent_scope if sent_scope is not None else stored_scope
             if taken_under is not None and taken_under != current:
-                known = con.execute(
+                recorded = con.execute(
                     "SELECT roots FROM filters WHERE outlet = ? AND scope = ?",
                     (outlet, taken_under),
                 ).fetchone()
-                before = json.loads(known[0]) if known else None  # unknown: it may hold anything
+                # A filter never recorded: the outlet may hold anything.
+                before = json.loads(recorded[0]) if recorded else None
                 held = merge_held(held, tuple(before) if isinstance(before, list) else None)
                 until = None
                 start = 0
