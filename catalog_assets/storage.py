@@ -203,11 +203,16 @@ class CatalogStore(dg.ConfigurableResource):
 
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """A ROLLBACK that fails too (the connection is gone, the database invalidated) is noted
+    on the body's error instead of replacing it: the run log must name the cause."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield
-    except BaseException:
-        con.execute("ROLLBACK")
+    except BaseException as exc:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error as failed:
+            exc.add_note(f"ROLLBACK failed too: {type(failed).__name__}: {failed}")
         raise
     con.execute("COMMIT")
 

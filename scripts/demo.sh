@@ -22,7 +22,10 @@ OUTLET_API="http://127.0.0.1:${OUTLET_API_PORT:-8090}"
 export WEBHOOK_SECRET="${WEBHOOK_SECRET:-demo-webhook-secret}"
 export WEBHOOK_SPOOL_PATH="$PWD/.demo/webhooks.sqlite"
 WEBHOOK_BASE="http://127.0.0.1:${WEBHOOK_PORT:-8091}"
-export TEC_DELIVERY_WEBHOOK_URL="$WEBHOOK_BASE/tec-delivery/webhook?token=$WEBHOOK_SECRET"
+# Percent-encoded: a secret with `+`, `&`, `#` or `%` in it would otherwise arrive changed.
+WEBHOOK_TOKEN=$("$VENV_BIN/python" -c \
+  'import os, urllib.parse; print(urllib.parse.quote(os.environ["WEBHOOK_SECRET"], safe=""))')
+export TEC_DELIVERY_WEBHOOK_URL="$WEBHOOK_BASE/tec-delivery/webhook?token=$WEBHOOK_TOKEN"
 mkdir -p "$DAGSTER_HOME"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 

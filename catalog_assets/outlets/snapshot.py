@@ -4,10 +4,12 @@ DuckDB allows one writing process per file, and a Dagster run holds the catalog 
 whole duration. So each sync's `outlet_feed_snapshot` copies the feed columns into a *new*
 DuckDB file (ATTACH + CREATE TABLE AS, set-based, each table sorted by sequence so keyset
 pages are mostly range scans), then publishes it by replacing the `CURRENT` pointer file with
-`os.replace` (atomic on POSIX). The API opens the file `CURRENT` names read-only, and swaps to
-a new one when the pointer changes; a reader never sees a half-written snapshot because the
-pointer only ever names finished files. Old files are deleted after a grace period (and never
-the current or the previous one), so a reader still holding one is not broken mid-request.
+`os.replace` (atomic on POSIX; each file synced before its rename and the directory after, so
+a host crash cannot leave the pointer empty or naming a file the disk never got). The API opens
+the file `CURRENT` names read-only, and swaps to a new one when the pointer changes; a reader
+never sees a half-written snapshot because the pointer only ever names finished files. Old
+files are deleted after a grace period (and never the current or the previous one), so a reader
+still holding one is not broken mid-request.
 
 A run that changed little does not copy the catalog again: it copies the current snapshot's
 file and replaces only the rows whose sequence moved since it was built (every change to a
@@ -314,6 +316,24 @@ def _write(
     return stats, categories
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_durably(source: Path, target: Path) -> None:
+    """`os.replace` is atomic but not durable: after a host crash the rename may be lost, or
+    kept while the renamed file's content is not (an empty `CURRENT`: the API answers 503
+    until the next sync, and the store renumbers every feed). So the file is synced before it
+    is renamed, and the directory after, before anything relies on the new name."""
+    _fsync(source)
+    os.replace(source, target)
+    _fsync(target.parent)
+
+
 def _discard(building: Path) -> None:
     building.unlink(missing_ok=True)
     Path(f"{building}.wal").unlink(missing_ok=True)
@@ -443,10 +463,10 @@ def publish_snapshot(
             _discard(building)
             raise
     stats, categories = written
-    os.replace(building, final)
+    _replace_durably(building, final)
     pointer_tmp = directory / f".{POINTER}.{uuid.uuid4().hex[:8]}"
     pointer_tmp.write_text(final.name, encoding="utf-8")
-    os.replace(pointer_tmp, directory / POINTER)
+    _replace_durably(pointer_tmp, directory / POINTER)
     # After the swap: a crash in between leaves the store naming an older snapshot, and the
     # next run makes a full copy rather than trusting a base it cannot vouch for.
     catalog.execute(

@@ -23,7 +23,7 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from catalog_assets.http import safe_url
 from catalog_assets.webhooks import spool
@@ -174,9 +174,11 @@ class WebhookReceiver:
         self._thread: threading.Thread | None = None
 
     def url(self, secret: str | None = None) -> str:
-        """The URL to register with Tec.Delivery; with `secret` it carries the token."""
+        """The URL to register with Tec.Delivery; with `secret` it carries the token,
+        percent-encoded: the query is decoded on receipt, where a bare `+` is a space and `&`
+        or `#` would end the token early."""
         base = f"http://{self.host}:{self.port}{WEBHOOK_PATH}"
-        return f"{base}?token={secret}" if secret else base
+        return f"{base}?token={quote(secret, safe='')}" if secret else base
 
     def serve_forever(self) -> None:
         self._server.serve_forever(poll_interval=0.2)

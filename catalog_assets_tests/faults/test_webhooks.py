@@ -22,17 +22,23 @@ from .conftest import WEBHOOK_SECRET
 
 
 @pytest.fixture
-def receiver(tmp_path, leak_guard):
+def webhook_secret() -> str:
+    """The receiver's secret; a test parametrizes it to try another."""
+    return WEBHOOK_SECRET
+
+
+@pytest.fixture
+def receiver(tmp_path, leak_guard, webhook_secret):
     spool = str(tmp_path / "webhooks.sqlite")
     leak_guard.spools.append(spool)
-    with WebhookReceiver(WEBHOOK_SECRET, spool) as running:
+    with WebhookReceiver(webhook_secret, spool) as running:
         yield running
 
 
 @pytest.fixture
-def hooked(platform, receiver, monkeypatch):
+def hooked(platform, receiver, monkeypatch, webhook_secret):
     """The platform with TEC_DELIVERY_WEBHOOK_URL (secret inside) and the receiver's spool."""
-    monkeypatch.setenv("TEC_DELIVERY_WEBHOOK_URL", receiver.url(WEBHOOK_SECRET))
+    monkeypatch.setenv("TEC_DELIVERY_WEBHOOK_URL", receiver.url(webhook_secret))
     platform.resources.update(
         tec_delivery=TecDeliveryClient(
             url=platform.tec.url,
@@ -115,6 +121,25 @@ def test_notifications_mark_items_processed_and_only_for_their_current_content(h
     assert answer.status_code == 200 and answer.json()["duplicate"] is True
     ledger.fault("repeated webhook notification")
     assert ingest(platform)["new_notifications"] == 0
+
+
+# Characters a URL gives a meaning of its own: a space, a separator, the fragment, an escape.
+# It starts with the usual secret, so the leak guard also looks for it.
+AWKWARD_SECRET = f"{WEBHOOK_SECRET}+/=&#%41"
+
+
+@pytest.mark.parametrize("webhook_secret", [AWKWARD_SECRET], ids=["awkward"])
+def test_a_secret_with_url_characters_in_it_still_lets_notifications_in(hooked, ledger):
+    """The secret travels in the URL registered with Tec.Delivery: unescaped, its `+` arrives
+    as a space, and `&` or `#` cut it short, so every notification would be refused."""
+    platform = hooked
+    assert platform.run("full_resync").success
+    hooks = settle_webhooks(platform)
+    ledger.bad_input("webhook secret with URL characters")
+    statuses = [h.get("http_status") for h in hooks]  # not the hooks: their URLs hold it
+    assert statuses and set(statuses) == {200}, statuses
+    meta = ingest(platform)
+    assert meta["new_notifications"] == len(hooks) and meta["products_awaiting_processing"] == 0
 
 
 def raw_request(receiver, head: str) -> str:

@@ -237,3 +237,37 @@ def test_a_snapshot_carries_the_publications_of_its_store(tmp_path, monkeypatch)
         assert names[1].knows(publications[0]) and not names[1].knows(publications[2])
         for opened in names:
             opened.close()
+
+
+def test_a_publication_is_on_disk_before_the_next_step_relies_on_it(tmp_path, monkeypatch):
+    """A host crash must not leave `CURRENT` empty or naming a file the disk never got: the
+    API would answer 503 until the next sync, and the store would renumber every feed. Each
+    file is synced before it is renamed into place, and the directory after each rename.
+    (What reaches the platter cannot be observed in a test; the calls at the OS boundary can.)"""
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst, **kwargs) -> None:
+        events.append(("replace", str(Path(src).resolve()), str(Path(dst).resolve())))
+        real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    directory = (tmp_path / "snapshots").resolve()
+    with CatalogStore(path=str(tmp_path / "catalog.duckdb")).connect() as con:
+        published = snapshot.publish_snapshot(
+            con, str(directory), published_at=datetime(2026, 11, 24), run_id="t", keep_minutes=60
+        )
+
+    renames = [i for i, event in enumerate(events) if event[0] == "replace"]
+    assert [Path(events[i][2]).name for i in renames] == [Path(published.path).name, "CURRENT"]
+    for n, i in enumerate(renames):
+        _, source, _ = events[i]
+        before, after = events[:i], events[i + 1 : (renames[n + 1 :] or [len(events)])[0]]
+        assert ("fsync", source) in before, (source, events)
+        assert ("fsync", str(directory)) in after, events
+    assert (directory / "CURRENT").read_text(encoding="utf-8") == Path(published.path).name
