@@ -14,8 +14,9 @@ import json
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Security
 from fastapi.responses import Response
+from fastapi.security import HTTPBearer
 
 from catalog_assets.outlet_api.deps import (
     ApiError,
@@ -49,6 +50,27 @@ ERRORS = {
         503: "the store cannot be read; retry after Retry-After seconds",
     }.items()
 }
+# Both are read by the handler itself, after authentication, so that a caller without a valid
+# token gets 401 whatever else it sends; the schema still says that a call needs them (an
+# `Authorization` header parameter is ignored by OpenAPI, a security scheme is not).
+BEARER = HTTPBearer(
+    auto_error=False, scheme_name="outletToken", description="the outlet's own token"
+)
+ENTITY = {
+    "name": "entity",
+    "in": "query",
+    "required": True,
+    "schema": {"type": "string", "enum": list(FEEDS)},
+    "description": "the feed to read",
+}
+# Parsed by the handler too (400 `bad_request`, not FastAPI's 422), but published as what it is.
+LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    "description": "items per page",
+}
 
 
 @router.get(
@@ -56,19 +78,19 @@ ERRORS = {
     response_model=Changes,
     responses=ERRORS,
     summary="Changes for one outlet after its cursor",
+    dependencies=[Security(BEARER)],
+    openapi_extra={"parameters": [ENTITY, LIMIT]},
 )
 def changes(
     outlet_id: str,
     service: Annotated[OutletService, Depends(get_service)],
-    entity: Annotated[str | None, Query(description=f"one of {', '.join(FEEDS)}")] = None,
+    entity: Annotated[str | None, Query(include_in_schema=False)] = None,
     cursor: Annotated[
         str | None,
         Query(description="from the previous answer; absent = continue from the last one sent"),
     ] = None,
-    limit: Annotated[
-        str | None, Query(description=f"1..{MAX_LIMIT}, default {DEFAULT_LIMIT}")
-    ] = None,
-    authorization: Annotated[str | None, Header()] = None,
+    limit: Annotated[str | None, Query(include_in_schema=False)] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     with service.view() as view:
         service.authenticate(view.registry, outlet_id, authorization)

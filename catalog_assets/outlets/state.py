@@ -20,6 +20,7 @@ cursor from before the change (its answer to the first call got lost) starts aga
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from catalog_assets.outlets.feeds import merge_held, scope_key
+
+logger = logging.getLogger("catalog_assets.outlets")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS acks (
@@ -87,14 +90,28 @@ class OutletRecord:
 
 
 class OutletState:
-    """One SQLite connection per thread (sqlite3 connections are not shared across threads)."""
+    """One SQLite connection per thread (sqlite3 connections are not shared across threads).
+
+    A file that cannot be opened is not an error until it is used, and every use tries it
+    again: the API starts anyway, answers 503 meanwhile, and serves again once the file is
+    fixed, without a restart."""
 
     def __init__(self, path: str, timeout_seconds: float = 5.0) -> None:
         self.path = path
         self._timeout = timeout_seconds
         self._local = threading.local()
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with self._connection() as con:
+        self._lock = threading.Lock()
+        self._prepared = False
+        try:
+            self._connection()  # creates or upgrades the file now, when it can be
+        except StateUnavailable as exc:
+            logger.error("%s (tried again on every use)", exc)
+
+    def _prepare(self, con: sqlite3.Connection) -> None:
+        """Tables created or upgraded once per process, by the first connection that can."""
+        with self._lock:
+            if self._prepared:
+                return
             con.executescript(SCHEMA)
             present = {row[1] for row in con.execute("PRAGMA table_info(acks)")}
             for column, sql_type in ACK_COLUMNS.items():
@@ -104,15 +121,22 @@ class OutletState:
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if "duplicate column" not in str(exc):
                             raise
+            self._prepared = True
 
     def _connection(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
             try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 con = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-                con.execute("PRAGMA journal_mode=WAL")
-                con.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.Error as exc:
+                try:
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.execute("PRAGMA synchronous=NORMAL")
+                    self._prepare(con)
+                except sqlite3.Error:
+                    con.close()
+                    raise
+            except (OSError, sqlite3.Error) as exc:
                 raise StateUnavailable(f"outlet state {self.path}: {exc}") from None
             self._local.con = con
         return con
@@ -269,8 +293,9 @@ class OutletState:
     ) -> dict[str, datetime]:
         """When each of `outlets` was first seen (now for one new here, or its `seed` time:
         what an older monitor kept in its cursor). `forget_others` drops outlets no longer
-        listed, so one removed and added again is registered afresh (a last contact it had
-        still counts first); not while the file is unreadable."""
+        listed, with their last contact, so one removed and added again is onboarded afresh:
+        a call from its earlier entry neither makes it silent nor live. Not while the file is
+        unreadable. Its acknowledgements stay, so it continues where it was."""
         ids = sorted(set(outlets))
         seed = seed or {}
         with self._write() as con:
@@ -279,10 +304,9 @@ class OutletState:
                 [(o, seed.get(o, now).isoformat(timespec="seconds")) for o in ids],
             )
             if forget_others:
-                con.execute(
-                    f"DELETE FROM registrations WHERE outlet NOT IN ({', '.join('?' * len(ids))})",
-                    ids,
-                )
+                unlisted = f"outlet NOT IN ({', '.join('?' * len(ids))})"
+                con.execute(f"DELETE FROM registrations WHERE {unlisted}", ids)
+                con.execute(f"DELETE FROM contacts WHERE {unlisted}", ids)
             rows = con.execute("SELECT outlet, first_seen_at FROM registrations").fetchall()
         wanted = set(ids)
         return {o: datetime.fromisoformat(at) for o, at in rows if o in wanted}

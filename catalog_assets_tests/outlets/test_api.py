@@ -21,7 +21,7 @@ import yaml
 from catalog_assets.outlet_api.config import ApiSettings
 from catalog_assets.outlet_api.deps import ApiError, OutletService
 from catalog_assets.outlet_client import ENTITIES, LocalStore, OutletApiError, main, sync_outlet
-from catalog_assets.outlets.feeds import CursorCodec, expand_subtrees
+from catalog_assets.outlets.feeds import FEEDS, CursorCodec, expand_subtrees
 from catalog_assets.outlets.snapshot import Snapshot
 from catalog_assets_tests.conftest import materializations
 from catalog_assets_tests.outlets.conftest import CURSOR_SECRET, TOKENS, serve, token_env
@@ -734,3 +734,61 @@ def test_a_token_shared_with_a_refused_entry_is_refused_for_both(platform, hub, 
     assert spb.status_code == 404 and "shares its token with msk-001" in spb.text
     msk = httpx.get(f"{api.url}/v1/outlets/msk-001/changes", params=params, headers=shared)
     assert msk.status_code in (403, 404)
+
+
+def test_the_published_schema_lists_what_the_api_answers(hub, api):
+    """Outlets generate their clients from /openapi.json: every status the API answers must be
+    there with the body it has, none it never sends, and what it will not go without (the
+    feed, the token) must be required."""
+    hub.write_registry([hub.entry("msk-001"), hub.entry("spb-002")])
+    url = f"{api.url}/v1/outlets/msk-001/changes"
+    msk = {"Authorization": f"Bearer {TOKENS['msk-001']}"}
+    spb = {"Authorization": f"Bearer {TOKENS['spb-002']}"}
+    answered = {
+        error(httpx.get(url.replace("msk-001", outlet), params=params, headers=headers))[0]
+        for outlet, params, headers in [
+            ("msk-001", {"entity": "products"}, {}),
+            ("msk-001", {"entity": "products"}, spb),
+            ("ghost-999", {"entity": "products"}, msk),
+            ("msk-001", {}, msk),
+            ("msk-001", {"entity": "products"}, msk),  # no snapshot yet
+        ]
+    }
+    assert answered == {400, 401, 403, 404, 503}
+    schema = httpx.get(f"{api.url}/openapi.json").json()
+    operation = schema["paths"]["/v1/outlets/{outlet_id}/changes"]["get"]
+    bodies = {
+        status: response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        for status, response in operation["responses"].items()
+    }
+    assert bodies == {"200": "Changes"} | {str(s): "ErrorBody" for s in answered}
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert parameters["entity"]["required"] is True
+    assert parameters["entity"]["schema"]["enum"] == list(FEEDS)
+    assert parameters["limit"]["schema"]["type"] == "integer"
+    assert set(parameters) == {"outlet_id", "entity", "cursor", "limit"}
+    [requirement] = operation["security"]
+    [scheme] = [schema["components"]["securitySchemes"][name] for name in requirement]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+
+
+def test_an_unreadable_state_file_is_a_503_until_it_can_be_read(platform, hub):
+    """The API starts even when its state file cannot be read (a bad restore, a wrong file),
+    answers 503 naming it, and serves again, without a restart, once the file is fixed."""
+    hub.write_registry([hub.entry("msk-001")])
+    platform.run("full_resync")
+    state = Path(hub.resource.state_path)
+    state.write_bytes(b"not a database" * 100)
+    api, stop = serve(hub.settings())
+    try:
+        url = f"{api.url}/v1/outlets/msk-001/changes"
+        auth = {"Authorization": f"Bearer {TOKENS['msk-001']}"}
+        unavailable = httpx.get(url, params={"entity": "products"}, headers=auth)
+        assert error(unavailable) == (503, "store_unavailable")
+        assert "outlet state" in unavailable.json()["error"]["message"]
+        assert int(unavailable.headers["Retry-After"]) > 0
+        state.unlink()  # the operator moves the broken file away
+        products, _ = drain(api.client("msk-001"), "products", limit=1000)
+        assert len(products) == len(platform.catalog.products())
+    finally:
+        stop()

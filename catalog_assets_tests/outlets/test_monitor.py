@@ -282,3 +282,21 @@ def test_no_check_run_is_started_while_outlets_yaml_cannot_be_read(
     hub.write_registry([hub.entry("msk-001", silent_after_minutes=10)])
     monitor.tick()
     assert monitor.verdicts == {"msk-001": True}
+
+
+def test_an_outlet_added_again_gets_its_grace_period(platform, hub, alerts):
+    """An outlet removed from outlets.yaml (its last call long before) and added back is
+    onboarded afresh: silence counts from its return, not from a call in its earlier life."""
+    webhook, received = alerts
+    hub.write_registry([hub.entry("msk-001")])
+    platform.run("full_resync")
+    state = OutletState(hub.resource.state_path)
+    state.registered(["spb-002"], utc_now() - timedelta(days=30))
+    state.begin_request("spb-002", "products", 0, utc_now() - timedelta(days=3))
+    monitor = Monitor(platform, hub, webhook)
+    monitor.tick()  # spb-002 is no longer listed
+
+    hub.write_registry([hub.entry("msk-001"), hub.entry("spb-002", silent_after_minutes=10)])
+    monitor.tick()  # its partition comes back
+    monitor.tick()
+    assert monitor.verdicts == {"spb-002": True} and received == []
