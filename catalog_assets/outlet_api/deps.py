@@ -75,7 +75,8 @@ class OutletService:
                 categories = (
                     (snapshot.name, snapshot.valid_categories) if snapshot else (None, None)
                 )
-                yield View(self.registry.get(categories), snapshot, problem)
+                removed = snapshot.removed_categories if snapshot else frozenset()
+                yield View(self.registry.get(categories, removed), snapshot, problem)
         except SnapshotUnavailable as exc:  # the file broke while being read
             raise store_unavailable(str(exc)) from None
 

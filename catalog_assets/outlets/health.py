@@ -137,12 +137,17 @@ def gather(
     max_lag_minutes: float = DEFAULT_MAX_LAG_MINUTES,
 ) -> dict[str, OutletHealth]:
     """Every outlet with a usable id, valid or not: an invalid entry is shown failing with its
-    problem rather than vanishing from the graph."""
+    problem rather than vanishing from the graph, and so is a served one with a warning (a
+    root category 1C removed), which no outlet's call would ever make visible."""
     health: dict[str, OutletHealth] = {}
     everyone = {**registry.invalid, **registry.outlets}
     for outlet_id, outlet in sorted(everyone.items()):
         record = records.get(outlet_id)
-        problem = registry.problems.get(outlet_id) or api_problems.get(outlet_id)
+        problem = (
+            registry.problems.get(outlet_id)
+            or api_problems.get(outlet_id)
+            or registry.warnings.get(outlet_id)
+        )
         feeds = feed_lags(
             snapshot if outlet_id in registry.outlets else None,
             outlet,

@@ -3,7 +3,9 @@
 Onboarding is configuration only: one entry plus a token in an environment variable. The file
 is re-read when it changes (mtime/size), so neither the API nor the sync restarts. Validation
 is per entry: a duplicate id, a missing token variable or an unknown category makes *that*
-outlet unavailable and is reported, while every other outlet keeps working.
+outlet unavailable and is reported, while every other outlet keeps working. A category 1C
+removed is not unknown: the outlet it roots holds that category's items, and only its feeds
+can tell it to delist them, so it stays available and is only warned about.
 
 Tokens are never stored here: an outlet keeps only the SHA-256 digest of its token, so a
 registry object can be logged, compared or put in metadata without leaking a secret.
@@ -49,12 +51,15 @@ class Registry:
     """`outlets`: the valid entries. `problems`: outlet id (or `entry #n` when the entry has no
     usable id) -> why it is unavailable. `invalid`: the entries with a usable id that were
     refused, kept so the monitor can still show them and the API can name the problem to
-    their owner. `error`: the whole file could not be used."""
+    their owner. `error`: the whole file could not be used. `warnings`: valid outlets whose
+    entry an operator should still fix (a root category 1C removed), shown failing by the
+    monitor while the API keeps serving them."""
 
     outlets: dict[str, Outlet]
     problems: dict[str, str]
     invalid: dict[str, Outlet] = field(default_factory=dict)
     error: str | None = None
+    warnings: dict[str, str] = field(default_factory=dict)
 
     def known(self, outlet_id: str) -> bool:
         return outlet_id in self.outlets or outlet_id in self.problems
@@ -65,6 +70,7 @@ def parse_registry(
     env: Mapping[str, str],
     known_categories: frozenset[str] | None,
     require_tokens: bool = True,
+    removed_categories: frozenset[str] = frozenset(),
 ) -> Registry:
     """Validate the parsed YAML document entry by entry.
 
@@ -72,6 +78,11 @@ def parse_registry(
     there is none yet (categories cannot be judged then; the API cannot serve without a
     snapshot anyway). `require_tokens=False` is for processes that never authenticate
     outlets (the Dagster monitor), whose environment need not hold the tokens.
+
+    `removed_categories` are the ones 1C removed. Refusing an outlet rooted at one would stop
+    its feeds before they deliver the removals of what it holds there, leaving it all on sale
+    in the store: the root is served (its removals, then nothing until 1C restores it) and
+    warned about instead.
     """
     if raw is None:
         # An empty file is more likely one caught mid-rewrite than a chain with no outlets
@@ -84,6 +95,7 @@ def parse_registry(
     outlets: dict[str, Outlet] = {}
     invalid: dict[str, Outlet] = {}
     problems: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}  # outlet id -> what to fix that does not refuse it
     for position, entry in enumerate(entries, start=1):
         label = f"entry #{position}"
         if not isinstance(entry, dict):
@@ -140,13 +152,23 @@ def parse_registry(
                 categories = None
             else:
                 if known_categories is not None:
-                    unknown = [c for c in categories if c not in known_categories]
+                    removed = [c for c in categories if c in removed_categories]
+                    unknown = [
+                        c for c in categories if c not in known_categories and c not in removed
+                    ]
                     if unknown:
                         found.append(f"unknown categories {unknown}")
+                    if removed:
+                        notes[outlet_id] = [
+                            f"categories {removed} were removed in 1C (their removals are "
+                            "delivered; restore them in 1C or edit the entry)"
+                        ]
                 categories = tuple(dict.fromkeys(categories))
         outlet = Outlet(outlet_id, name, token_env, categories, float(silent), token_sha)
         if found:
-            problems[outlet_id] = f"outlet {outlet_id}: " + "; ".join(found)
+            problems[outlet_id] = f"outlet {outlet_id}: " + "; ".join(
+                found + notes.pop(outlet_id, [])
+            )
             invalid[outlet_id] = outlet
         else:
             outlets[outlet_id] = outlet
@@ -161,11 +183,14 @@ def parse_registry(
             others = ", ".join(o for o in sharing if o != outlet_id)
             shared = f"shares its token with {others}"
             if outlet_id in outlets:
-                problems[outlet_id] = f"outlet {outlet_id}: {shared}"
+                problems[outlet_id] = f"outlet {outlet_id}: " + "; ".join(
+                    [shared, *notes.pop(outlet_id, [])]
+                )
                 invalid[outlet_id] = outlets.pop(outlet_id)
             else:
                 problems[outlet_id] += f"; {shared}"
-    return Registry(outlets, problems, invalid)
+    warnings = {o: f"outlet {o}: " + "; ".join(noted) for o, noted in notes.items()}
+    return Registry(outlets, problems, invalid, warnings=warnings)
 
 
 def read_registry_file(path: str) -> Any:
@@ -183,8 +208,8 @@ class RegistryLoader:
     """Re-reads outlets.yaml when the file or the category set changes; keeps the last good
     registry when the file becomes unreadable, so a bad edit does not take every outlet down.
 
-    `known_categories` is called on each `get()`; it returns (version, ids) so the registry is
-    re-validated when a new snapshot brings new categories.
+    `get()` takes the snapshot's (version, valid category ids) and the ids 1C removed, so the
+    registry is re-validated when a new snapshot brings new categories or removes some.
     """
 
     def __init__(
@@ -203,7 +228,11 @@ class RegistryLoader:
         self._registry = Registry({}, {}, error="outlet registry not loaded yet")
         self._last_good: Registry | None = None
 
-    def get(self, categories: tuple[Any, frozenset[str] | None] = (None, None)) -> Registry:
+    def get(
+        self,
+        categories: tuple[Any, frozenset[str] | None] = (None, None),
+        removed: frozenset[str] = frozenset(),
+    ) -> Registry:
         version, known = categories
         try:
             stat = os.stat(self.path)
@@ -217,7 +246,7 @@ class RegistryLoader:
                 return self._registry
             try:
                 registry = parse_registry(
-                    read_registry_file(self.path), self._env, known, self._require_tokens
+                    read_registry_file(self.path), self._env, known, self._require_tokens, removed
                 )
             except ValueError as exc:
                 registry = Registry({}, {}, error=str(exc))
@@ -227,12 +256,15 @@ class RegistryLoader:
                     self._last_good.problems,
                     self._last_good.invalid,
                     error=f"{registry.error} (serving the last readable version)",
+                    warnings=self._last_good.warnings,
                 )
             elif not registry.error:
                 self._last_good = registry
             for problem in [registry.error, *registry.problems.values()]:
                 if problem:
                     logger.error("outlet registry %s: %s", self.path, problem)
+            for warning in registry.warnings.values():
+                logger.warning("outlet registry %s: %s", self.path, warning)
             self._registry, self._key = registry, key
             if self._on_reload is not None:
                 self._on_reload(registry)

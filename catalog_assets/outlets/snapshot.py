@@ -529,6 +529,7 @@ class Snapshot:
         rows = self._con.execute("SELECT id, parent, status, removed FROM categories").fetchall()
         self.parents = {r[0]: r[1] for r in rows}
         self.valid_categories = frozenset(r[0] for r in rows if r[2] == "ok" and not r[3])
+        self.removed_categories = frozenset(r[0] for r in rows if r[3])
         self.max_seq = {
             entity: self._con.execute(
                 f"SELECT coalesce(max(seq), 0) FROM feed_{entity}"

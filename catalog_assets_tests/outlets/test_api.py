@@ -397,6 +397,42 @@ def test_a_product_that_waited_for_its_category_reaches_the_outlet(platform, hub
         assert set(store.items[feed]) == subtree_products(platform, groceries), feed
 
 
+def test_an_outlet_whose_root_category_1c_deletes_delists_it_and_gets_it_back(
+    platform, hub, api, tmp_path
+):
+    """1C deletes the category an outlet is filtered to, with everything under it. The outlet
+    must be told to delist all it held (a refused feed would leave it on sale there) and then
+    get empty answers; when 1C restores the category, its items arrive again."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    dairy = category_id(platform, "Молочная продукция")
+    store = caught_up(hub, api, tmp_path, [dairy])
+    parents = {c["id"]: c["parent"] for c in catalog.categories()}
+    held = subtree_products(platform, dairy)
+    assert held and set(store.items["products"]) == held
+    deleted = [catalog.get(c) for c in expand_subtrees(parents, [dairy])]
+    deleted += [catalog.get(p) for p in sorted(held)]
+    for record in deleted:
+        catalog.remove(record["id"])
+    assert platform.run("full_resync").success
+
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    assert all(store.items[feed] == {} for feed in ENTITIES), "the outlet still sells them"
+    empty = api.client("msk-001").changes("products", cursor=store.cursors["products"])
+    assert empty.items == [] and not empty.has_more
+
+    for record in deleted:  # 1C restores the category and what was under it
+        if record["type"] == "category":
+            catalog.upsert_category(record["id"], record["parent"], record["name"])
+        else:
+            catalog.upsert_product({k: v for k, v in record.items() if k != "modified_at"})
+    assert platform.run("incremental_sync").success
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    assert set(store.items["categories"]) == expand_subtrees(parents, [dairy])
+    for feed in ("products", "prices", "stock"):
+        assert set(store.items[feed]) == held, feed
+
+
 def test_an_outlet_gets_changes_made_after_the_store_was_restored_or_rebuilt(
     platform, hub, api, tmp_path
 ):

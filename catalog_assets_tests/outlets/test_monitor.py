@@ -284,6 +284,35 @@ def test_no_check_run_is_started_while_outlets_yaml_cannot_be_read(
     assert monitor.verdicts == {"msk-001": True}
 
 
+def test_a_root_category_1c_removed_shows_the_outlet_failing_until_it_returns(
+    platform, hub, alerts
+):
+    """The outlet's feeds keep answering (its removals must reach it), so no call of its own
+    would show that its entry now names a category 1C no longer has: the monitor does."""
+    webhook, received = alerts
+    platform.run("full_resync")
+    catalog = platform.catalog
+    root = next(c for c in catalog.categories() if c["name"] == "Бытовая химия")
+    hub.write_registry([hub.entry("msk-001", categories=[root["id"]])])
+    monitor = Monitor(platform, hub, webhook)
+    monitor.tick()
+    monitor.tick()
+    assert monitor.verdicts == {"msk-001": True} and received == []
+
+    catalog.remove(root["id"])
+    assert platform.run("full_resync").success
+    monitor.tick()
+    assert monitor.verdicts == {"msk-001": False}
+    assert "were removed in 1C" in monitor.latest("msk-001")["problem"]
+    assert len(received) == 1 and "msk-001" in received[0] and root["id"] in received[0]
+
+    catalog.upsert_category(root["id"], root["parent"], root["name"])  # 1C restores it
+    assert platform.run("incremental_sync").success
+    monitor.tick()
+    assert monitor.verdicts == {"msk-001": True}
+    assert len(received) == 2 and "recovered" in received[1]
+
+
 def test_an_outlet_added_again_gets_its_grace_period(platform, hub, alerts):
     """An outlet removed from outlets.yaml (its last call long before) and added back is
     onboarded afresh: silence counts from its return, not from a call in its earlier life."""

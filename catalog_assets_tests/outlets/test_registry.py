@@ -131,3 +131,20 @@ def test_an_empty_file_keeps_the_last_readable_version(tmp_path):
     path.write_text("outlets: []\n")
     os.utime(path, ns=(1, 3_000_000_000_000_000_000))
     assert loader.get().outlets == {} and loader.get().error is None
+
+
+def test_a_root_category_1c_removed_is_served_with_a_warning_not_refused():
+    registry = parse_registry(
+        {
+            "outlets": [
+                entry("a", "T_A", categories=["cat-1", "gone"]),
+                entry("b", "T_B", categories=["gone"], silent_after_minutes=0),
+            ]
+        },
+        ENV,
+        CATS,
+        removed_categories=frozenset({"gone"}),
+    )
+    assert set(registry.outlets) == {"a"} and "a" not in registry.problems
+    assert "categories ['gone'] were removed in 1C" in registry.warnings["a"]
+    assert "removed in 1C" in registry.problems["b"] and "b" not in registry.warnings
