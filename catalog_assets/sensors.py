@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from catalog_assets.assets.tec_delivery import PENDING_COUNT
-from catalog_assets.jobs import SYNC_TAG, incremental_sync
+from catalog_assets.jobs import SYNC_ASSETS, SYNC_TAG, incremental_sync
 from catalog_assets.mapping import EPOCH, Rejection, validate_record
 from catalog_assets.onec.client import OneCCatalogClient
 from catalog_assets.storage import (
@@ -232,6 +232,21 @@ def held_cursors(instance: dg.DagsterInstance, now: float) -> tuple[list[str], d
     return due, waiting
 
 
+# A run of the asset graph started from the UI (a resync, README) carries no job tag: it is a
+# sync in flight if it materializes any of the sync's assets.
+SYNC_ASSET_KEYS = frozenset(key for asset in SYNC_ASSETS for key in asset.keys)
+
+
+def _sync_in_flight(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT)):
+        run = record.dagster_run
+        if run.tags.get(SYNC_TAG) in ("full", "incremental") or SYNC_ASSET_KEYS & (
+            run.asset_selection or frozenset()
+        ):
+            return run
+    return None
+
+
 def _latest_sync(instance: dg.DagsterInstance):
     records = instance.get_run_records(
         dg.RunsFilter(tags={SYNC_TAG: ["full", "incremental"]}), limit=1
@@ -248,11 +263,9 @@ def _latest_sync(instance: dg.DagsterInstance):
 def onec_change_sensor(
     context: dg.SensorEvaluationContext, onec: OneCCatalogClient, store: CatalogStore
 ) -> dg.SensorResult | dg.SkipReason:
-    in_flight = context.instance.get_run_records(
-        dg.RunsFilter(statuses=IN_FLIGHT, tags={SYNC_TAG: ["full", "incremental"]}), limit=1
-    )
+    in_flight = _sync_in_flight(context.instance)
     if in_flight:
-        return dg.SkipReason(f"a sync run is already in flight ({in_flight[0].dagster_run.run_id})")
+        return dg.SkipReason(f"a sync run is already in flight ({in_flight.run_id})")
     latest = _latest_sync(context.instance)
     if latest and latest.dagster_run.status == dg.DagsterRunStatus.FAILURE and latest.end_time:
         wait = latest.end_time + RETRY_AFTER_FAILURE_SECONDS - time.time()

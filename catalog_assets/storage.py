@@ -433,8 +433,9 @@ def resequence_appeared(
     new to the tree (its parent unknown until now: created late in 1C, or its record
     quarantined until fixed). Such a product belonged to no subtree when the outlets were
     served it, so an outlet filtering on the subtree the category appears in never got it,
-    and the product itself may never change again. Only rows staged before the previous tree
-    (`published_before`) can have been served that way; a first tree has none. Returns the
+    and the product itself may never change again. Only rows staged before the previous tree,
+    or before a snapshot published since (`published_before`), can have been served that way;
+    a first tree with no snapshot before it has none. Returns the
     number of products resequenced."""
     if not appeared or published_before is None:
         return 0

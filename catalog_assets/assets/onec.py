@@ -318,7 +318,13 @@ def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.
         )
         nodes = build_category_tree(categories, product_ids)
         previous = dict(con.execute("SELECT id, parent FROM category_tree").fetchall())
-        previous_at = con.execute("SELECT max(computed_at) FROM category_tree").fetchall()[0][0]
+        # Products could have been served in no subtree by a snapshot published with the last
+        # tree, or by one published since without a new tree (the products and the snapshot
+        # materialized by hand from the UI).
+        previous_at = con.execute(
+            "SELECT greatest((SELECT max(computed_at) FROM category_tree),"
+            " (SELECT max(published_at) FROM outlet_snapshot_published))"
+        ).fetchall()[0][0]
         moved = moved_categories(previous, {c: parent for c, (parent, _) in categories.items()})
         now = utcnow()
         with transaction(con):

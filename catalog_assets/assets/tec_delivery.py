@@ -50,13 +50,17 @@ APPLY_GROUP = 100
 # once per push (per level for categories) in batches; products are left unordered, since
 # sorting 100,000 records would hold them all in memory at once. A removed category is
 # disabled whatever the tree now says of it (moved under an orphan, then deleted): a disable
-# names no parent, so it goes with the roots when the tree gives it no depth.
+# names no parent, so it goes with the roots when the tree gives it no depth. A category whose
+# staged parent is not the one its tree was computed with (staged after the last tree: the
+# categories fetched and pushed from the UI without `category_tree`) waits for the next tree,
+# which judges its new place: it may close a cycle.
 PENDING_CATEGORIES = """
 SELECT t.depth, c.id, c.record,
        CASE WHEN c.removed_at IS NULL THEN c.content_hash ELSE 'removed:' || c.content_hash END AS desired,
        c.removed_at IS NOT NULL AS removed, d.enabled
 FROM onec_categories c
-JOIN category_tree t ON t.id = c.id AND (t.status = 'ok' OR c.removed_at IS NOT NULL)
+JOIN category_tree t ON t.id = c.id
+  AND ((t.status = 'ok' AND t.parent = c.parent) OR c.removed_at IS NOT NULL)
 LEFT JOIN tec_delivery_categories d ON d.external_id = c.id
 LEFT JOIN tec_delivery_categories dp ON dp.external_id = c.parent
 WHERE ($depth IS NULL OR coalesce(t.depth, 0) = $depth)
@@ -92,7 +96,8 @@ JOIN category_tree t ON t.id = c.id
 LEFT JOIN tec_delivery_categories d ON d.external_id = c.id
 LEFT JOIN tec_delivery_categories dp ON dp.external_id = c.parent
 WHERE c.removed_at IS NULL AND c.content_hash IS DISTINCT FROM d.pushed_hash
-  AND (t.status <> 'ok' OR (c.parent <> '0' AND NOT (dp.pushed_hash IS NOT NULL AND dp.enabled)))
+  AND (t.status <> 'ok' OR t.parent <> c.parent
+       OR (c.parent <> '0' AND NOT (dp.pushed_hash IS NOT NULL AND dp.enabled)))
 """
 
 # The `no_held_back_items` check's rows (with their reasons), counted: one definition for both.

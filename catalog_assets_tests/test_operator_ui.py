@@ -1,0 +1,80 @@
+"""What an operator does in the Dagster UI that the jobs do not: materialize one asset or a
+subset of them by hand (the UI's ad-hoc asset run, every asset's default config), in an order
+no job takes, and start runs while the sensor runs too."""
+
+import dagster as dg
+
+from catalog_assets.sensors import onec_change_sensor
+
+from .conftest import materializations
+
+
+def materialize_from_ui(platform, *assets: str, raise_on_error: bool = True):
+    """What "Materialize selected" in the asset graph launches: the implicit asset job with
+    that selection and every asset's default config."""
+    job = platform.defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        instance=platform.instance,
+        asset_selection=[dg.AssetKey(a) for a in assets],
+        raise_on_error=raise_on_error,
+    )
+
+
+def test_categories_pushed_by_hand_without_the_tree_send_no_cycle(platform):
+    """1C moves a category under its own grandchild. The operator re-fetches the categories
+    and re-pushes them from the UI, without `category_tree` in between: the tree the push
+    reads still shows the category where it was, but its staged parent closes a cycle. It
+    must be held back (as the next tree flags it), not sent to be refused."""
+    assert platform.run("full_resync").success
+    parents = dict(platform.query("SELECT id, parent FROM category_tree"))
+    top, child, grandchild = next(
+        (a, b, c)
+        for c, b in sorted(parents.items())
+        for a in [parents.get(b)]
+        if a and a != "0" and parents.get(a) == "0"
+    )
+    record = platform.catalog.get(top)
+    platform.catalog.upsert_category(top, grandchild, record["name"])
+    before = len(platform.tec.requests)
+
+    pushed = materialize_from_ui(platform, "onec_categories", "tec_delivery_categories")
+
+    sent = [i for r in platform.tec.requests[before:] for i in r["external_ids"]]
+    assert top not in sent, "a category whose staged parent closes a cycle was sent"
+    assert materializations(pushed, "tec_delivery_categories")["failed"] == 0
+    tree = platform.run("incremental_sync")
+    assert dict(platform.query("SELECT id, status FROM category_tree WHERE status = 'cycle'"))
+    assert materializations(tree, "tec_delivery_categories")["failed"] == 0
+
+
+SYNC_ASSETS = [
+    "onec_categories",
+    "category_tree",
+    "onec_products",
+    "tec_delivery_categories",
+    "tec_delivery_products",
+    "outlet_feed_snapshot",
+]
+
+
+def test_the_sensor_waits_for_a_resync_started_from_the_ui(platform):
+    """README: re-materializing from the UI is the resync ("does what the button says"), and
+    the sensor skips while a sync is queued or running. A run of the asset graph carries no
+    job tag, so the sensor must recognise it by what it materializes."""
+    assert platform.run("full_resync").success
+    keys = {dg.AssetKey(a) for a in SYNC_ASSETS}
+    job = platform.defs.resolve_implicit_global_asset_job_def()
+    resync = platform.instance.create_run_for_job(
+        job.get_subset(asset_selection=keys),
+        asset_selection=frozenset(keys),
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    product = platform.catalog.products()[0]
+    platform.catalog.upsert_product({"id": product["id"], "price": 4321})  # a genuine change
+
+    with dg.build_sensor_context(
+        instance=platform.instance, resources=platform.resources
+    ) as context:
+        outcome = onec_change_sensor(context)
+    assert isinstance(outcome, dg.SkipReason), outcome
+    assert resync.run_id in outcome.skip_message
