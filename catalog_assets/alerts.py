@@ -3,11 +3,16 @@
 The case study's complaint was outlets holding stale data because a transfer failed unnoticed,
 so every way this project reports trouble ends up here:
 
-- a job's latest finished run failed (`run:<job>`); it recovers when a later run succeeds;
+- a job's latest finished run failed (`run:<job>`); it recovers when a later run succeeds.
+  Runs started from the UI's asset graph are judged per asset instead (`materialize:<asset>`,
+  see `run_outcomes`). A run that failed and was followed by a success before the next tick is
+  still an incident: it opens and recovers on that tick (the cursor keeps, per incident key, up
+  to when its runs were heard);
 - an asset check's latest evaluation failed (`check:<asset>/<check>[@partition]`); it recovers
   when the check passes again. Every check in the code location is watched, including ones
   added later, so a new check alerts without touching this file. A check that sends its own
-  alerts opts out with `metadata={"catalog/alerts": "self"}` on its spec.
+  alerts opts out with `metadata={"catalog/alerts": "self"}` on its spec. A check, job or asset
+  renamed or removed is never observed again, so its open incident is closed, saying so.
 
 The open incidents live in the sensor cursor; `notifier.incident_transitions` decides what
 opened and what recovered. A check incident opened as a WARN that turns ERROR (a rejected item
@@ -19,6 +24,7 @@ the sensor try again next tick instead of forgetting the incident.
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
@@ -53,28 +59,152 @@ def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
     return "run failed"
 
 
-def run_incidents(instance: dg.DagsterInstance, open_keys: Iterable[str]) -> dict[str, str | None]:
-    """`run:<job>` -> problem text when the job's latest finished run failed, else None."""
-    latest: dict[str, dg.RunRecord] = {}
+# Dagster's job for runs started from the asset graph ("Materialize" in the UI); one per
+# partitions definition, so the name may carry a suffix.
+UI_JOB = "__ASSET_JOB"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one finished run says of one incident: it failed it, or it vouches it is fine."""
+
+    record: dg.RunRecord
+    failed: bool
+
+
+def _materialized(instance: dg.DagsterInstance, run_id: str) -> set[dg.AssetKey]:
+    return {
+        entry.dagster_event.asset_key
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        if entry.dagster_event and entry.dagster_event.asset_key
+    }
+
+
+def _defined(key: str, repository: dg.RepositoryDefinition | None) -> bool:
+    """Whether a run incident's job or asset is still in the code location (unknown: yes)."""
+    if repository is None:
+        return True
+    if key.startswith("materialize:"):
+        return repository.asset_graph.has(dg.AssetKey.from_user_string(key[len("materialize:") :]))
+    job = key.removeprefix("run:")
+    return job.startswith(UI_JOB) or repository.has_job(job)
+
+
+def run_outcomes(
+    instance: dg.DagsterInstance,
+    record: dg.RunRecord,
+    repository: dg.RepositoryDefinition | None,
+) -> dict[str, bool]:
+    """Incident key -> whether this run failed it; none for a job or asset no longer defined,
+    whose old failures would otherwise reopen the incident `retired_incidents` closed.
+
+    A job's run is its `run:<job>` incident. Every run started from the UI shares Dagster's
+    implicit job, so under one key a snapshot refreshed by hand would "recover" a re-push that
+    failed: those runs are judged per asset (`materialize:<asset>`), failed for each selected
+    asset they did not materialize. A job's success vouches for every asset it materialized.
+    """
+    run = record.dagster_run
+    failed = run.status == dg.DagsterRunStatus.FAILURE
+    if run.job_name.startswith(UI_JOB) and run.asset_selection:
+        made = _materialized(instance, run.run_id) if failed else set()
+        outcomes = {
+            f"materialize:{key.to_user_string()}": failed and key not in made
+            for key in run.asset_selection
+        }
+    else:
+        outcomes = {f"run:{run.job_name}": failed}
+        if not failed and repository is not None and repository.has_job(run.job_name):
+            for key in repository.get_job(run.job_name).asset_layer.selected_asset_keys:
+                outcomes[f"materialize:{key.to_user_string()}"] = False
+    return {key: failed for key, failed in outcomes.items() if _defined(key, repository)}
+
+
+def finished_runs(
+    instance: dg.DagsterInstance,
+    open_keys: Iterable[str],
+    repository: dg.RepositoryDefinition | None = None,
+) -> dict[str, list[Outcome]]:
+    """Incident key -> what the recently finished runs said of it, latest first."""
+    runs: dict[str, list[Outcome]] = {}
     for record in instance.get_run_records(dg.RunsFilter(statuses=FINISHED), limit=RECENT_RUNS):
-        latest.setdefault(record.dagster_run.job_name, record)
+        for key, failed in run_outcomes(instance, record, repository).items():
+            runs.setdefault(key, []).append(Outcome(record, failed))
     for key in open_keys:  # an incident older than the window still needs its recovery
-        job = key.removeprefix("run:")
-        if key.startswith("run:") and job not in latest:
+        if key.startswith("run:") and key not in runs:
             records = instance.get_run_records(
-                dg.RunsFilter(job_name=job, statuses=FINISHED), limit=1
+                dg.RunsFilter(job_name=key.removeprefix("run:"), statuses=FINISHED), limit=1
             )
             if records:
-                latest[job] = records[0]
-    current: dict[str, str | None] = {}
-    for job, record in latest.items():
-        run = record.dagster_run
-        if run.status == dg.DagsterRunStatus.SUCCESS:
-            current[f"run:{job}"] = None
-        else:
-            reason = _failure_reason(instance, run.run_id)
-            current[f"run:{job}"] = _short(f"job {job} failed (run {run.run_id}): {reason}")
-    return current
+                failed = records[0].dagster_run.status == dg.DagsterRunStatus.FAILURE
+                runs[key] = [Outcome(records[0], failed)]
+    return runs
+
+
+def finished_at(record: dg.RunRecord) -> float:
+    """A run storage from before Dagster kept end times has only the last update."""
+    return record.end_time or record.update_timestamp.timestamp()
+
+
+def _run_problem(instance: dg.DagsterInstance, key: str, record: dg.RunRecord) -> str:
+    run = record.dagster_run
+    reason = _failure_reason(instance, run.run_id)
+    if key.startswith("materialize:"):
+        what = f"materializing {key.removeprefix('materialize:')} from the UI"
+    else:
+        what = f"job {run.job_name}"
+    return _short(f"{what} failed (run {run.run_id}): {reason}")
+
+
+def run_incidents(
+    instance: dg.DagsterInstance, runs: dict[str, list[Outcome]]
+) -> dict[str, str | None]:
+    """Incident key -> problem text when the latest run that spoke of it failed it, else None."""
+    return {
+        key: _run_problem(instance, key, outcomes[0].record) if outcomes[0].failed else None
+        for key, outcomes in runs.items()
+    }
+
+
+def failures_between_ticks(
+    instance: dg.DagsterInstance,
+    runs: dict[str, list[Outcome]],
+    open_incidents: dict[str, str],
+    heard_until: dict[str, float] | None,
+) -> dict[str, str]:
+    """Incident key -> the failed run that opened an incident recovered from before this tick:
+    the latest run is fine, so `run_incidents` sees nothing, but an operator must hear of it.
+    A failure while the incident is open is that incident, not a new one.
+
+    `heard_until` is None on the first tick (no run before it is new); a key missing from it
+    had no finished run by the last tick, so all of its runs are new.
+    """
+    if heard_until is None:
+        return {}
+    hidden = {}
+    for key, outcomes in runs.items():
+        if outcomes[0].failed:
+            continue
+        failing = key in open_incidents
+        for outcome in sorted(outcomes, key=lambda o: finished_at(o.record)):
+            if finished_at(outcome.record) <= heard_until.get(key, 0.0):
+                continue
+            if outcome.failed and not failing:
+                hidden[key] = _run_problem(instance, key, outcome.record)
+            failing = outcome.failed
+    return hidden
+
+
+def watched_checks(repository: dg.RepositoryDefinition) -> list[dg.AssetCheckKey]:
+    graph = repository.asset_graph
+    return [
+        key
+        for key in graph.asset_check_keys
+        if (graph.get_check_spec(key).metadata or {}).get(OPT_OUT[0]) != OPT_OUT[1]
+    ]
+
+
+def _incident_name(key: dg.AssetCheckKey) -> str:
+    return f"check:{key.asset_key.to_user_string()}/{key.name}"
 
 
 def check_incidents(
@@ -85,12 +215,7 @@ def check_incidents(
     A check still in progress (or planned in a run that died) is not observed: the run's own
     incident covers a crash, and not hearing from a check is no recovery.
     """
-    graph = repository.asset_graph
-    keys = [
-        key
-        for key in graph.asset_check_keys
-        if (graph.get_check_spec(key).metadata or {}).get(OPT_OUT[0]) != OPT_OUT[1]
-    ]
+    keys = watched_checks(repository)
     if not keys:
         return {}
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
@@ -103,7 +228,7 @@ def check_incidents(
         if record.status not in completed:
             continue
         name = f"{key.asset_key.to_user_string()}/{key.name}"
-        incident = f"check:{name}" + (f"@{record.partition}" if record.partition else "")
+        incident = _incident_name(key) + (f"@{record.partition}" if record.partition else "")
         if record.status == AssetCheckExecutionRecordStatus.SUCCEEDED:
             current[incident] = None
             continue
@@ -112,6 +237,22 @@ def check_incidents(
         detail = (evaluation.description if evaluation else None) or "failed"
         current[incident] = _short(f"asset check {name} failed ({severity}): {detail}")
     return current
+
+
+def retired_incidents(
+    open_incidents: dict[str, str], repository: dg.RepositoryDefinition
+) -> dict[str, str]:
+    """Open incidents of a check no longer watched (renamed, removed, or alerting by itself
+    now), a job or an asset no longer defined: nothing observes them here again, so they would
+    stay open for ever, and swallow the alert of one that comes back under the name."""
+    watched = {_incident_name(key) for key in watched_checks(repository)}
+
+    def retired(key: str) -> bool:
+        if key.startswith("check:"):
+            return key not in watched and not any(key.startswith(f"{n}@") for n in watched)
+        return not _defined(key, repository)
+
+    return {key: text for key, text in open_incidents.items() if retired(key)}
 
 
 _SEVERITY = re.compile(r"^asset check \S+ failed \((WARN|ERROR)\)")
@@ -135,14 +276,19 @@ def escalations(open_incidents: dict[str, str], current: dict[str, str | None]) 
     }
 
 
-def _load(cursor: str | None) -> dict[str, str]:
+def _load(cursor: str | None) -> tuple[dict[str, str], dict[str, float] | None]:
+    """The open incidents, and per incident key up to when its finished runs were heard (None
+    before the first tick that kept it)."""
     if not cursor:
-        return {}
+        return {}, None
     try:
         state = json.loads(cursor)
     except ValueError:
-        return {}
-    return dict(state.get("open", {})) if isinstance(state, dict) else {}
+        return {}, None
+    if not isinstance(state, dict):
+        return {}, None
+    heard = state.get("runs_heard_until")
+    return dict(state.get("open", {})), dict(heard) if isinstance(heard, dict) else None
 
 
 @dg.sensor(
@@ -152,13 +298,30 @@ def _load(cursor: str | None) -> dict[str, str]:
     "and once when it recovers (ALERT_WEBHOOK_URL, or a log line).",
 )
 def catalog_alerts(context: dg.SensorEvaluationContext, notifier: Notifier) -> dg.SensorResult:
-    open_incidents = _load(context.cursor)
-    current = run_incidents(context.instance, open_incidents)
+    open_incidents, heard_until = _load(context.cursor)
+    runs = finished_runs(context.instance, open_incidents, context.repository_def)
+    current = run_incidents(context.instance, runs)
+    retired: dict[str, str] = {}
     if context.repository_def is not None:
         current.update(check_incidents(context.instance, context.repository_def))
-    transitions = incident_transitions(open_incidents, current)
+        retired = retired_incidents(open_incidents, context.repository_def)
     stored = dict(open_incidents)
     sent = []
+    unheard = set()
+    # Opened here, these recover below on this same tick: their latest run succeeded.
+    hidden = failures_between_ticks(context.instance, runs, open_incidents, heard_until)
+    for key, text in sorted(hidden.items()):
+        if notifier.send(f":red_circle: [catalog] {text}"):
+            stored[key] = text
+            sent.append(f"opened {key}")
+        else:
+            unheard.add(key)
+    heard_now = dict(heard_until or {})
+    for key, outcomes in runs.items():
+        if key not in unheard:
+            latest = max(finished_at(o.record) for o in outcomes)
+            heard_now[key] = max(heard_now.get(key, 0.0), latest)
+    transitions = incident_transitions(stored, current)
     for key, text in sorted(transitions.opened.items()):
         if notifier.send(f":red_circle: [catalog] {text}"):
             stored[key] = text
@@ -171,5 +334,13 @@ def catalog_alerts(context: dg.SensorEvaluationContext, notifier: Notifier) -> d
         if notifier.send(f":white_check_mark: [catalog] recovered: {key} (was: {text})"):
             stored.pop(key, None)
             sent.append(f"recovered {key}")
+    for key, text in sorted(retired.items()):
+        if notifier.send(
+            f":white_check_mark: [catalog] closed: {key}, no longer defined (renamed or "
+            f"removed) or alerting by itself now (was: {text})"
+        ):
+            stored.pop(key, None)
+            sent.append(f"closed {key}")
     summary = "; ".join(sent) or f"no change ({len(stored)} open incidents)"
-    return dg.SensorResult(skip_reason=summary, cursor=json.dumps({"open": stored}))
+    cursor = json.dumps({"open": stored, "runs_heard_until": heard_now})
+    return dg.SensorResult(skip_reason=summary, cursor=cursor)

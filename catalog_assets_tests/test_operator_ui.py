@@ -78,3 +78,36 @@ def test_the_sensor_waits_for_a_resync_started_from_the_ui(platform):
         outcome = onec_change_sensor(context)
     assert isinstance(outcome, dg.SkipReason), outcome
     assert resync.run_id in outcome.skip_message
+
+
+def test_an_unrelated_materialization_does_not_close_a_failed_push_incident(platform):
+    """Tec.Delivery is down when the operator re-pushes the products from the UI: the run fails
+    and `catalog_alerts` opens an incident (a push stopped by transport fails no check, so the
+    run's incident is the only one). Then the operator refreshes the outlet snapshot from the
+    UI. Nothing was pushed, yet that success must not be announced as the recovery."""
+    import json
+
+    from catalog_assets.alerts import catalog_alerts
+    from catalog_assets.notifier import Notifier
+
+    def alerts(cursor):
+        with dg.build_sensor_context(
+            instance=platform.instance,
+            cursor=cursor,
+            definitions=platform.defs,
+            resources={"notifier": Notifier()},  # unset URL: an `ALERT …` log line
+        ) as context:
+            result = catalog_alerts(context)
+        return result.cursor, json.loads(result.cursor)["open"]
+
+    assert platform.run("full_resync").success
+    platform.tec.inject(status=503, times=1000)
+    pushed = materialize_from_ui(platform, "tec_delivery_products", raise_on_error=False)
+    assert not pushed.success
+    cursor, open_incidents = alerts(None)
+    [(incident, text)] = open_incidents.items()
+    assert "tec_delivery_products" in text
+
+    assert materialize_from_ui(platform, "outlet_feed_snapshot").success
+    cursor, open_incidents = alerts(cursor)
+    assert incident in open_incidents, "the failed push was announced as recovered"

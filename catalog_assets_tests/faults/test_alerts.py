@@ -81,7 +81,7 @@ BAD = {
 def test_one_alert_per_incident_and_one_per_recovery(platform, slack, ledger):
     assert platform.run("full_resync").success
     cursor, sent = tick(platform, slack, None)
-    assert sent == [] and json.loads(cursor) == {"open": {}}
+    assert sent == [] and json.loads(cursor)["open"] == {}
 
     # Two incidents in one run: 1C serves a bad record, Tec.Delivery is down.
     platform.catalog.add_raw(BAD)
@@ -119,7 +119,7 @@ def test_one_alert_per_incident_and_one_per_recovery(platform, slack, ledger):
         m.split("recovered: ")[1].split(" (was")[0] for m in sent
     }
     cursor, sent = tick(platform, slack, cursor)
-    assert sent == [] and json.loads(cursor) == {"open": {}}
+    assert sent == [] and json.loads(cursor)["open"] == {}
 
 
 def test_every_check_is_watched_including_ones_added_later(platform, slack):
@@ -204,3 +204,85 @@ def test_a_dead_letter_escalates_its_open_rejection_alert(platform, slack, ledge
     cursor, sent = tick(platform, slack, cursor)
     assert any("recovered: check:tec_delivery_products/no_rejected_items" in m for m in sent)
     assert "no_rejected_items" not in cursor
+
+
+def test_a_failed_run_hidden_behind_a_quick_success_is_still_alerted(platform, slack, ledger):
+    """A failed sync and the run that succeeds after it, both between two ticks: the job's
+    latest run is fine, but the operator must still hear that a run failed (and that it
+    recovered), once, even when the alert channel is down at first."""
+    assert platform.run("full_resync").success
+    cursor, _ = tick(platform, slack, None)
+    platform.onec.inject(status=500, times=100)
+    ledger.fault("1C down (500), then back within one alert tick")
+    assert not platform.run("incremental_sync", raise_on_error=False).success
+    platform.onec.clear_faults()
+    assert platform.run("incremental_sync").success
+    slack.up = False
+    cursor, sent = tick(platform, slack, cursor)
+    assert sent == []
+    slack.up = True
+    cursor, sent = tick(platform, slack, cursor)
+    assert len(sent) == 2, sent
+    assert "job incremental_sync failed" in sent[0] and "1C answered HTTP 500" in sent[0]
+    assert "recovered: run:incremental_sync" in sent[1]
+    cursor, sent = tick(platform, slack, cursor)
+    assert sent == [] and json.loads(cursor)["open"] == {}
+
+    # A failure while the incident is open is that incident: one message when it recovers.
+    platform.onec.inject(status=500, times=100)
+    assert not platform.run("incremental_sync", raise_on_error=False).success
+    cursor, [opened] = tick(platform, slack, cursor)
+    assert not platform.run("incremental_sync", raise_on_error=False).success
+    platform.onec.clear_faults()
+    assert platform.run("incremental_sync").success
+    cursor, sent = tick(platform, slack, cursor)
+    [recovered] = sent
+    assert "recovered: run:incremental_sync" in recovered and opened.split("] ")[1] in recovered
+
+
+def test_incidents_of_a_check_or_job_no_longer_defined_close(platform, slack):
+    """A check or job renamed or removed is never observed again: its open incident closes,
+    saying why, instead of staying open for ever (and swallowing the alert of one that comes
+    back under that name)."""
+
+    @dg.asset_check(asset="tec_delivery_products", name="renamed_later")
+    def renamed_later():
+        return dg.AssetCheckResult(passed=False, description="something is wrong")
+
+    @dg.asset
+    def removed_later():
+        raise ValueError("the old job broke")
+
+    old_checks = dg.define_asset_job(
+        "old_checks", selection=dg.AssetSelection.checks(renamed_later)
+    )
+    old_job = dg.define_asset_job("old_job", selection=[removed_later])
+    old_defs = dg.Definitions.merge(
+        platform.defs,
+        dg.Definitions(
+            assets=[removed_later], asset_checks=[renamed_later], jobs=[old_checks, old_job]
+        ),
+    )
+    for job in ("old_checks", "old_job"):
+        old_defs.resolve_job_def(job).execute_in_process(
+            instance=platform.instance, raise_on_error=False
+        )
+    with dg.build_sensor_context(
+        instance=platform.instance,
+        definitions=old_defs,
+        resources={"notifier": Notifier(webhook_url=slack.url)},
+    ) as context:
+        cursor = catalog_alerts(context).cursor
+    opened = slack.take()
+    assert len(opened) == 2, opened
+    assert "tec_delivery_products/renamed_later failed" in opened[0]
+    assert "job old_job failed" in opened[1] and "the old job broke" in opened[1]
+
+    cursor, sent = tick(platform, slack, cursor)  # the definitions without them
+    assert len(sent) == 2, sent
+    assert "check:tec_delivery_products/renamed_later" in sent[0]
+    assert "no longer defined" in sent[0] and "something is wrong" in sent[0]
+    assert "closed: run:old_job, no longer defined" in sent[1]
+    assert json.loads(cursor)["open"] == {}
+    cursor, sent = tick(platform, slack, cursor)
+    assert sent == []
