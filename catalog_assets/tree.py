@@ -4,6 +4,11 @@ Tec.Delivery rejects a category whose parent it does not know, so only categorie
 unbroken chain of valid ancestors up to the root are pushable. Everything else is flagged:
 an orphan (parent unknown), a category in a parent cycle, one whose parent is a product, and
 every descendant of those (it cannot be placed until its ancestor is fixed).
+
+A parent 1C deleted is unknown too: the full resync disables it at Tec.Delivery, so a live
+child still naming it would otherwise look whole and wait, unflagged, for a parent that never
+comes back. Removed categories stay in the tree (their disables go out from it, and outlets
+follow their parent links to deliver the removals), hanging under each other as they were.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ class TreeNode:
 
 
 def build_category_tree(
-    categories: dict[str, tuple[str, str]], product_ids: frozenset[str] = frozenset()
+    categories: dict[str, tuple[str, str]],
+    product_ids: frozenset[str] = frozenset(),
+    removed: frozenset[str] = frozenset(),
 ) -> list[TreeNode]:
-    """`categories` maps id -> (parent, name). Iterative, so a 10-level tree or a 2000-long
-    chain costs the same stack. Each node is resolved once: O(n)."""
+    """`categories` maps id -> (parent, name), removed ones included (`removed`). Iterative,
+    so a 10-level tree or a 2000-long chain costs the same stack. Each node is resolved once:
+    O(n)."""
     resolved: dict[str, TreeNode] = {}
 
     def names(chain: list[str]) -> str:
@@ -72,12 +80,16 @@ def build_category_tree(
             if parent == ROOT_PARENT:
                 base = None
                 break
-            if parent not in categories:
-                kind, problem = (
-                    (PARENT_IS_PRODUCT, f"parent {parent} is a product, not a category")
-                    if parent in product_ids
-                    else (ORPHAN, f"parent {parent} is not a known category")
-                )
+            if parent not in categories or (parent in removed and node not in removed):
+                if parent in categories:
+                    kind, problem = ORPHAN, f"parent {parent} was removed in 1C"
+                elif parent in product_ids:
+                    kind, problem = (
+                        PARENT_IS_PRODUCT,
+                        f"parent {parent} is a product, not a category",
+                    )
+                else:
+                    kind, problem = ORPHAN, f"parent {parent} is not a known category"
                 resolved[node] = TreeNode(node, parent, None, categories[node][1], kind, problem)
                 chain.pop()
                 base = resolved[node]

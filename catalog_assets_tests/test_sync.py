@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from catalog_assets.checks import HELD_BACK_PRODUCTS
 from catalog_assets.mapping import product_item
 from catalog_assets.sensors import held_retry_wait, load_sweep, onec_change_sensor
 
@@ -317,6 +318,57 @@ def test_orphans_and_cycles_are_flagged_not_pushed(platform):
         c for c in result.get_asset_check_evaluations() if c.check_name == "category_tree_is_whole"
     )
     assert not check.passed and check.metadata["flagged"].value == 3
+
+
+def test_a_category_whose_parent_1c_deleted_is_an_orphan(platform):
+    """1C deletes a category but not a child that still names it. The full resync disables
+    the parent at Tec.Delivery; judged with the removed parent as if it were live, the child
+    looked whole, so its edits (and a new category under the deleted one, with its products)
+    waited for a parent that never comes back, with every check passing."""
+    assert platform.run("full_resync").success
+    catalog = platform.catalog
+    parents = {c["id"]: c["parent"] for c in catalog.categories()}
+    child = next(
+        c
+        for c in sorted(parents)
+        if c not in parents.values() and parents.get(parents[c], "0") != "0"
+    )
+    gone, grandparent = parents[child], parents[parents[child]]
+    name = catalog.get(child)["name"]
+    catalog.remove(gone)
+    catalog.upsert_category(child, gone, name + " (новое имя)")
+    catalog.upsert_category("new-under-gone", gone, "Новая под удалённой")
+    catalog.upsert_product(
+        {"id": "waits", "parent": "new-under-gone", "type": "product", "name": "Ждёт", "price": 1}
+    )
+
+    result = platform.run("full_resync")
+    assert result.success
+    assert platform.tec.categories[gone]["enable"] is False
+    tree = {
+        i: (s, p) for i, s, p in platform.query("SELECT id, status, problem FROM category_tree")
+    }
+    for flagged in (child, "new-under-gone"):
+        assert tree[flagged] == ("orphan", f"parent {gone} was removed in 1C")
+    assert platform.tec.categories[child]["name"] == name  # held back, not sent
+    assert "new-under-gone" not in platform.tec.categories
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["category_tree_is_whole"].passed
+    assert not checks["no_held_back_items"].passed
+    assert platform.query(f"SELECT reason FROM ({HELD_BACK_PRODUCTS}) WHERE id = 'waits'") == [
+        ("parent category flagged: orphan",)
+    ]
+
+    # Fixed in 1C: everything that hung under the deleted category moves up one level.
+    for category in catalog.categories():
+        if category["parent"] == gone:
+            catalog.upsert_category(category["id"], grandparent, category["name"])
+    healed = platform.run("incremental_sync")
+    assert healed.success
+    assert platform.tec.categories[child]["name"] == name + " (новое имя)"
+    assert platform.tec.categories["new-under-gone"]["external_parent_id"] == grandparent
+    assert platform.tec.products["waits"]["external_parent_id"] == "new-under-gone"
+    assert all(c.passed for c in healed.get_asset_check_evaluations())
 
 
 def test_an_unusable_page_is_quarantined_and_the_rest_syncs(platform):

@@ -81,3 +81,17 @@ def test_an_orphan_whose_parent_appears_has_moved():
     old = {"a": "0", "orphan": "missing", "under": "orphan"}
     new = {**old, "missing": "a"}
     assert moved_categories(old, new) == {"orphan": frozenset(), "under": frozenset()}
+
+
+def test_a_live_category_under_one_1c_removed_is_an_orphan():
+    """Tec.Delivery has the removed parent disabled: the child cannot be placed under it.
+    Removed categories still hang under each other, so their rows keep a place."""
+    tree = by_id(
+        build_category_tree(
+            {"a": ("0", "A"), "b": ("a", "B"), "c": ("b", "C"), "d": ("a", "D")},
+            removed=frozenset({"a", "d"}),
+        )
+    )
+    assert tree["b"].status == ORPHAN and tree["b"].problem == "parent a was removed in 1C"
+    assert tree["c"].status == UNDER_PROBLEM
+    assert tree["a"].status == tree["d"].status == OK and tree["d"].depth == 1

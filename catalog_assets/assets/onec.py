@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from catalog_assets.assets.config import FetchConfig
-from catalog_assets.checks import check_specs, evaluate_checks
+from catalog_assets.checks import FLAGGED_CATEGORIES, check_specs, evaluate_checks
 from catalog_assets.mapping import EPOCH, Rejection, StagedRecord, validate_record
 from catalog_assets.onec.client import CatalogPage, OneCCatalogClient, PassReport
 from catalog_assets.storage import (
@@ -302,8 +302,11 @@ def _records(pages: Iterable[CatalogPage]) -> Iterator[list[Any]]:
 )
 def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.MaterializeResult:
     with store.connect() as con:
-        rows = con.execute("SELECT id, parent, name FROM onec_categories").fetchall()
+        rows = con.execute(
+            "SELECT id, parent, name, removed_at IS NOT NULL FROM onec_categories"
+        ).fetchall()
         categories = {r[0]: (r[1], r[2]) for r in rows}
+        removed = frozenset(r[0] for r in rows if r[3])
         parents = {p for p, _ in categories.values()} - categories.keys()
         product_ids = (
             frozenset(
@@ -316,7 +319,7 @@ def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.
             if parents
             else frozenset()
         )
-        nodes = build_category_tree(categories, product_ids)
+        nodes = build_category_tree(categories, product_ids, removed)
         previous = dict(con.execute("SELECT id, parent FROM category_tree").fetchall())
         # Products could have been served in no subtree by a snapshot published with the last
         # tree, or by one published since without a new tree (the products and the snapshot
@@ -356,22 +359,23 @@ def category_tree(context: dg.AssetExecutionContext, store: CatalogStore) -> dg.
             )
             con.execute("DROP TABLE tree")
         by_status = dict(
-            con.execute("SELECT status, count(*) FROM category_tree GROUP BY status").fetchall()
+            con.execute(
+                "SELECT t.status, count(*) FROM category_tree t JOIN onec_categories c"
+                " ON c.id = t.id AND c.removed_at IS NULL GROUP BY t.status"
+            ).fetchall()
         )
         max_depth = con.execute("SELECT max(depth) FROM category_tree").fetchone()[0]
-        flagged = preview(
-            con,
-            "SELECT id, status, problem, path FROM category_tree WHERE status <> 'ok' ORDER BY id",
-        )
+        flagged = preview(con, f"{FLAGGED_CATEGORIES} ORDER BY t.id")
         checks = evaluate_checks(con, "category_tree")
     for status, count in sorted(by_status.items()):
         if status != "ok":
             context.log.warning(f"category_tree: {count} categories flagged {status}; not pushed")
     return dg.MaterializeResult(
         metadata={
-            "categories": len(nodes),
+            # 1C's live categories: a removed one is disabled wherever the tree places it.
+            "categories": len(nodes) - len(removed),
             "ok": by_status.get("ok", 0),
-            "flagged": len(nodes) - by_status.get("ok", 0),
+            "flagged": len(nodes) - len(removed) - by_status.get("ok", 0),
             "by_status": dg.MetadataValue.json(by_status),
             "max_depth": max_depth if max_depth is not None else -1,
             # Moved since the last tree, with the products directly under them: resent to

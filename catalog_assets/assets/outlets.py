@@ -107,13 +107,13 @@ def assess_outlets(
             try:
                 snapshot = stack.enter_context(reader.acquire())
                 categories = (snapshot.name, snapshot.valid_categories)
-                removed = snapshot.removed_categories
+                unplaced = snapshot.unplaced_categories
             except SnapshotUnavailable as exc:
                 # Still judge silence: an outlet that stopped calling is news even before the
                 # first snapshot, and an unknown category cannot be judged without one.
-                snapshot, categories, removed = None, (None, None), frozenset()
+                snapshot, categories, unplaced = None, (None, None), None
                 general.append(str(exc))
-            registry = registry_loader(hub.config_path).get(categories, removed)
+            registry = registry_loader(hub.config_path).get(categories, unplaced)
             now = utc_now()
             everyone = {**registry.invalid, **registry.outlets}
             registered_at = state.registered(

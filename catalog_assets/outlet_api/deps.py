@@ -75,8 +75,8 @@ class OutletService:
                 categories = (
                     (snapshot.name, snapshot.valid_categories) if snapshot else (None, None)
                 )
-                removed = snapshot.removed_categories if snapshot else frozenset()
-                yield View(self.registry.get(categories, removed), snapshot, problem)
+                unplaced = snapshot.unplaced_categories if snapshot else None
+                yield View(self.registry.get(categories, unplaced), snapshot, problem)
         except SnapshotUnavailable as exc:  # the file broke while being read
             raise store_unavailable(str(exc)) from None
 

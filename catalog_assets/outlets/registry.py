@@ -4,8 +4,9 @@ Onboarding is configuration only: one entry plus a token in an environment varia
 is re-read when it changes (mtime/size), so neither the API nor the sync restarts. Validation
 is per entry: a duplicate id, a missing token variable or an unknown category makes *that*
 outlet unavailable and is reported, while every other outlet keeps working. A category 1C
-removed is not unknown: the outlet it roots holds that category's items, and only its feeds
-can tell it to delist them, so it stays available and is only warned about.
+removed, or one `category_tree` flags (its parent deleted, a cycle), is not unknown: the
+outlet it roots holds that category's items, and only its feeds can tell it to delist them or
+keep it current, so it stays available and is only warned about.
 
 Tokens are never stored here: an outlet keeps only the SHA-256 digest of its token, so a
 registry object can be logged, compared or put in metadata without leaking a secret.
@@ -70,7 +71,7 @@ def parse_registry(
     env: Mapping[str, str],
     known_categories: frozenset[str] | None,
     require_tokens: bool = True,
-    removed_categories: frozenset[str] = frozenset(),
+    unplaced_categories: Mapping[str, str] | None = None,
 ) -> Registry:
     """Validate the parsed YAML document entry by entry.
 
@@ -79,10 +80,11 @@ def parse_registry(
     snapshot anyway). `require_tokens=False` is for processes that never authenticate
     outlets (the Dagster monitor), whose environment need not hold the tokens.
 
-    `removed_categories` are the ones 1C removed. Refusing an outlet rooted at one would stop
-    its feeds before they deliver the removals of what it holds there, leaving it all on sale
-    in the store: the root is served (its removals, then nothing until 1C restores it) and
-    warned about instead.
+    `unplaced_categories` (id -> "removed", or the tree's flag) are in the snapshot but not
+    placed in 1C's tree. Refusing an outlet rooted at one would stop its feeds before they
+    deliver the removals of what it holds there (or the changes to it: outlets get 1C's view,
+    flagged categories included), leaving it on sale in the store as it was: the root is
+    served and warned about instead.
     """
     if raw is None:
         # An empty file is more likely one caught mid-rewrite than a chain with no outlets
@@ -152,17 +154,25 @@ def parse_registry(
                 categories = None
             else:
                 if known_categories is not None:
-                    removed = [c for c in categories if c in removed_categories]
-                    unknown = [
-                        c for c in categories if c not in known_categories and c not in removed
-                    ]
+                    unplaced = unplaced_categories or {}
+                    unknown = [c for c in categories if c not in known_categories]
+                    removed = [c for c in unknown if unplaced.get(c) == "removed"]
+                    flagged = {
+                        c: unplaced[c] for c in unknown if unplaced.get(c, "removed") != "removed"
+                    }
+                    unknown = [c for c in unknown if c not in unplaced]
                     if unknown:
                         found.append(f"unknown categories {unknown}")
                     if removed:
-                        notes[outlet_id] = [
+                        notes.setdefault(outlet_id, []).append(
                             f"categories {removed} were removed in 1C (their removals are "
                             "delivered; restore them in 1C or edit the entry)"
-                        ]
+                        )
+                    if flagged:
+                        notes.setdefault(outlet_id, []).append(
+                            f"categories {flagged} are flagged in category_tree (served as 1C "
+                            "has them; fix their parent in 1C or edit the entry)"
+                        )
                 categories = tuple(dict.fromkeys(categories))
         outlet = Outlet(outlet_id, name, token_env, categories, float(silent), token_sha)
         if found:
@@ -208,8 +218,8 @@ class RegistryLoader:
     """Re-reads outlets.yaml when the file or the category set changes; keeps the last good
     registry when the file becomes unreadable, so a bad edit does not take every outlet down.
 
-    `get()` takes the snapshot's (version, valid category ids) and the ids 1C removed, so the
-    registry is re-validated when a new snapshot brings new categories or removes some.
+    `get()` takes the snapshot's (version, valid category ids) and its unplaced ones (removed or
+    flagged), so the registry is re-validated when a new snapshot brings or removes categories.
     """
 
     def __init__(
@@ -231,7 +241,7 @@ class RegistryLoader:
     def get(
         self,
         categories: tuple[Any, frozenset[str] | None] = (None, None),
-        removed: frozenset[str] = frozenset(),
+        unplaced: Mapping[str, str] | None = None,
     ) -> Registry:
         version, known = categories
         try:
@@ -246,7 +256,7 @@ class RegistryLoader:
                 return self._registry
             try:
                 registry = parse_registry(
-                    read_registry_file(self.path), self._env, known, self._require_tokens, removed
+                    read_registry_file(self.path), self._env, known, self._require_tokens, unplaced
                 )
             except ValueError as exc:
                 registry = Registry({}, {}, error=str(exc))

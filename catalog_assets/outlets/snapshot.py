@@ -529,7 +529,10 @@ class Snapshot:
         rows = self._con.execute("SELECT id, parent, status, removed FROM categories").fetchall()
         self.parents = {r[0]: r[1] for r in rows}
         self.valid_categories = frozenset(r[0] for r in rows if r[2] == "ok" and not r[3])
-        self.removed_categories = frozenset(r[0] for r in rows if r[3])
+        # In the snapshot but not placed in 1C's tree: id -> "removed", or the tree's flag.
+        self.unplaced_categories = {
+            r[0]: "removed" if r[3] else r[2] for r in rows if r[3] or r[2] != "ok"
+        }
         self.max_seq = {
             entity: self._con.execute(
                 f"SELECT coalesce(max(seq), 0) FROM feed_{entity}"

@@ -178,7 +178,8 @@ def test_a_disable_reaches_an_item_tec_delivery_no_longer_holds(platform):
 
 def test_a_category_moved_under_an_orphan_then_deleted_is_disabled(platform):
     """The tree flags a category under an unknown parent and holds it back; once 1C deletes
-    it, its disable must still go out (it names no parent), or it stays live."""
+    it, its disable must still go out (it names no parent), or it stays live, and the tree's
+    check must pass again (an operator cannot fix a deleted record's parent)."""
     assert platform.run("full_resync").success
     parents = {c["parent"] for c in platform.catalog.categories()}
     leaf = next(c for c in platform.catalog.categories() if c["id"] not in parents)
@@ -188,8 +189,14 @@ def test_a_category_moved_under_an_orphan_then_deleted_is_disabled(platform):
         ("orphan",)
     ]
     platform.catalog.remove(leaf["id"])
-    assert platform.run("full_resync").success
+    deleted = platform.run("full_resync")
+    assert deleted.success
     assert platform.tec.categories[leaf["id"]]["enable"] is False
+    # Nothing is left to fix in 1C: the tree no longer counts it as held back.
+    [whole] = [
+        c for c in deleted.get_asset_check_evaluations() if c.check_name == "category_tree_is_whole"
+    ]
+    assert whole.passed, whole.description
 
 
 def test_one_refused_category_does_not_hold_back_the_products_of_its_run(platform):

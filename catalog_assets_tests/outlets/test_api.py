@@ -433,6 +433,36 @@ def test_an_outlet_whose_root_category_1c_deletes_delists_it_and_gets_it_back(
         assert set(store.items[feed]) == held, feed
 
 
+def test_an_outlet_rooted_under_a_category_1c_deleted_keeps_getting_its_changes(
+    platform, hub, api, tmp_path
+):
+    """1C deletes the parent of the category an outlet is filtered to, and keeps the category:
+    the tree flags it (orphan, held back from Tec.Delivery), but it is 1C's, and the outlet
+    gets 1C's view. Refused as unknown, the outlet would sell yesterday's prices for good."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    categories = catalog.categories()
+    parents = {c["id"]: c["parent"] for c in categories}
+    root = next(
+        c["id"]
+        for c in sorted(categories, key=lambda c: c["id"])
+        if c["parent"] != "0" and subtree_products(platform, c["id"])
+    )
+    store = caught_up(hub, api, tmp_path, [root])
+    held = subtree_products(platform, root)
+    assert set(store.items["products"]) == held
+    catalog.remove(parents[root])
+    assert platform.run("full_resync").success
+    assert platform.query(f"SELECT status FROM category_tree WHERE id = '{root}'") == [("orphan",)]
+
+    product = sorted(held)[0]
+    catalog.upsert_product({"id": product, "price": 12345})
+    assert platform.run("incremental_sync").success
+    sync_outlet(api.client("msk-001"), store, limit=1000)
+    assert store.items["prices"][product]["price"] == 12345
+    assert set(store.items["products"]) == held and root in store.items["categories"]
+
+
 def test_an_outlet_gets_changes_made_after_the_store_was_restored_or_rebuilt(
     platform, hub, api, tmp_path
 ):

@@ -143,8 +143,16 @@ def test_a_root_category_1c_removed_is_served_with_a_warning_not_refused():
         },
         ENV,
         CATS,
-        removed_categories=frozenset({"gone"}),
+        unplaced_categories={"gone": "removed", "lost": "orphan"},
     )
     assert set(registry.outlets) == {"a"} and "a" not in registry.problems
     assert "categories ['gone'] were removed in 1C" in registry.warnings["a"]
     assert "removed in 1C" in registry.problems["b"] and "b" not in registry.warnings
+    flagged = parse_registry(
+        {"outlets": [entry("c", "T_C", categories=["lost"])]},
+        ENV,
+        CATS,
+        unplaced_categories={"gone": "removed", "lost": "orphan"},
+    )
+    assert set(flagged.outlets) == {"c"}
+    assert "{'lost': 'orphan'} are flagged in category_tree" in flagged.warnings["c"]
