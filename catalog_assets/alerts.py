@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from catalog_assets.jobs import UI_JOB
 from catalog_assets.notifier import Notifier, incident_transitions
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
@@ -42,7 +43,27 @@ def _short(text: str) -> str:
     return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
+# What a finished run's event log says (its failure, what it materialized) never changes, but
+# each tick judges the last RECENT_RUNS runs again, every 30 s: read once per run, not per tick.
+# Keyed by run id (unique across instances); bounded, oldest dropped first.
+_RUN_FACTS: dict[tuple[str, str], object] = {}
+_RUN_FACTS_LIMIT = 8 * RECENT_RUNS
+
+
+def _remembered(kind: str, run_id: str, read):
+    key = (kind, run_id)
+    if key not in _RUN_FACTS:
+        if len(_RUN_FACTS) >= _RUN_FACTS_LIMIT:
+            del _RUN_FACTS[next(iter(_RUN_FACTS))]
+        _RUN_FACTS[key] = read()
+    return _RUN_FACTS[key]
+
+
 def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
+    return _remembered("reason", run_id, lambda: _read_failure_reason(instance, run_id))
+
+
+def _read_failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
     """The first step failure's message (our errors name the request, never a credential).
 
     An exception raised in a step reaches the event log wrapped ("Error occurred while executing
@@ -59,11 +80,6 @@ def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
     return "run failed"
 
 
-# Dagster's job for runs started from the asset graph ("Materialize" in the UI); one per
-# partitions definition, so the name may carry a suffix.
-UI_JOB = "__ASSET_JOB"
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What one finished run says of one incident: it failed it, or it vouches it is fine."""
@@ -72,12 +88,20 @@ class Outcome:
     failed: bool
 
 
-def _materialized(instance: dg.DagsterInstance, run_id: str) -> set[dg.AssetKey]:
-    return {
-        entry.dagster_event.asset_key
-        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-        if entry.dagster_event and entry.dagster_event.asset_key
-    }
+def _materialized(instance: dg.DagsterInstance, run_id: str) -> frozenset[dg.AssetKey]:
+    return _remembered("made", run_id, lambda: _read_materialized(instance, run_id))
+
+
+def _read_materialized(instance: dg.DagsterInstance, run_id: str) -> frozenset[dg.AssetKey]:
+    return frozenset(
+        {
+            entry.dagster_event.asset_key
+            for entry in instance.all_logs(
+                run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            )
+            if entry.dagster_event and entry.dagster_event.asset_key
+        }
+    )
 
 
 def _defined(key: str, repository: dg.RepositoryDefinition | None) -> bool:
@@ -101,12 +125,13 @@ def run_outcomes(
     A job's run is its `run:<job>` incident. Every run started from the UI shares Dagster's
     implicit job, so under one key a snapshot refreshed by hand would "recover" a re-push that
     failed: those runs are judged per asset (`materialize:<asset>`), failed for each selected
-    asset they did not materialize. A job's success vouches for every asset it materialized.
+    asset they did not materialize. A job's success vouches for every asset it materialized:
+    those its run selected (a subset chosen on the job's page, a re-execution), else the job's.
     """
     run = record.dagster_run
     failed = run.status == dg.DagsterRunStatus.FAILURE
     if run.job_name.startswith(UI_JOB) and run.asset_selection:
-        made = _materialized(instance, run.run_id) if failed else set()
+        made = _materialized(instance, run.run_id) if failed else frozenset()
         outcomes = {
             f"materialize:{key.to_user_string()}": failed and key not in made
             for key in run.asset_selection
@@ -114,7 +139,11 @@ def run_outcomes(
     else:
         outcomes = {f"run:{run.job_name}": failed}
         if not failed and repository is not None and repository.has_job(run.job_name):
-            for key in repository.get_job(run.job_name).asset_layer.selected_asset_keys:
+            made = (
+                run.asset_selection
+                or repository.get_job(run.job_name).asset_layer.selected_asset_keys
+            )
+            for key in made:
                 outcomes[f"materialize:{key.to_user_string()}"] = False
     return {key: failed for key, failed in outcomes.items() if _defined(key, repository)}
 
@@ -124,11 +153,17 @@ def finished_runs(
     open_keys: Iterable[str],
     repository: dg.RepositoryDefinition | None = None,
 ) -> dict[str, list[Outcome]]:
-    """Incident key -> what the recently finished runs said of it, latest first."""
+    """Incident key -> what the recently finished runs said of it, the last to finish first.
+
+    Not the last started: runs of one job queue behind each other, but a key shared by a job
+    and runs from the asset graph (`materialize:<asset>`) hears from runs whose steps took
+    turns in the store's pool, and one started earlier can fail after a later one succeeded."""
     runs: dict[str, list[Outcome]] = {}
     for record in instance.get_run_records(dg.RunsFilter(statuses=FINISHED), limit=RECENT_RUNS):
         for key, failed in run_outcomes(instance, record, repository).items():
             runs.setdefault(key, []).append(Outcome(record, failed))
+    for outcomes in runs.values():
+        outcomes.sort(key=lambda o: finished_at(o.record), reverse=True)
     for key in open_keys:  # an incident older than the window still needs its recovery
         if key.startswith("run:") and key not in runs:
             records = instance.get_run_records(
@@ -316,16 +351,20 @@ def catalog_alerts(context: dg.SensorEvaluationContext, notifier: Notifier) -> d
             sent.append(f"opened {key}")
         else:
             unheard.add(key)
-    heard_now = dict(heard_until or {})
-    for key, outcomes in runs.items():
-        if key not in unheard:
-            latest = max(finished_at(o.record) for o in outcomes)
-            heard_now[key] = max(heard_now.get(key, 0.0), latest)
     transitions = incident_transitions(stored, current)
     for key, text in sorted(transitions.opened.items()):
         if notifier.send(f":red_circle: [catalog] {text}"):
             stored[key] = text
             sent.append(f"opened {key}")
+        else:
+            # Not heard either: should a success follow before the next tick, the failure
+            # behind it is found again by `failures_between_ticks` instead of forgotten.
+            unheard.add(key)
+    heard_now = dict(heard_until or {})
+    for key, outcomes in runs.items():
+        if key not in unheard:
+            latest = max(finished_at(o.record) for o in outcomes)
+            heard_now[key] = max(heard_now.get(key, 0.0), latest)
     for key, text in sorted(escalations(open_incidents, current).items()):
         if notifier.send(f":red_circle: [catalog] escalated: {text}"):
             stored[key] = text

@@ -12,6 +12,8 @@ from catalog_assets.assets.outlets import outlet_feed_snapshot
 from catalog_assets.assets.tec_delivery import tec_delivery_categories, tec_delivery_products
 
 SYNC_TAG = "catalog/sync"
+# Dagster's job for runs started from the asset graph ("Materialize" in the UI).
+UI_JOB = "__ASSET_JOB"
 SYNC_ASSETS = [
     onec_categories,
     category_tree,

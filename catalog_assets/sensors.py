@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from catalog_assets.assets.tec_delivery import PENDING_COUNT
-from catalog_assets.jobs import SYNC_ASSETS, SYNC_TAG, incremental_sync
+from catalog_assets.jobs import SYNC_ASSETS, SYNC_TAG, UI_JOB, incremental_sync
 from catalog_assets.mapping import EPOCH, Rejection, validate_record
 from catalog_assets.onec.client import OneCCatalogClient
 from catalog_assets.storage import (
@@ -238,12 +238,16 @@ SYNC_ASSET_KEYS = frozenset(key for asset in SYNC_ASSETS for key in asset.keys)
 
 
 def _sync_in_flight(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
-    for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT)):
-        run = record.dagster_run
-        if run.tags.get(SYNC_TAG) in ("full", "incremental") or SYNC_ASSET_KEYS & (
-            run.asset_selection or frozenset()
-        ):
-            return run
+    """Two narrow queries, not every run in flight: a monitor tick may queue one health run per
+    outlet, and this runs every 30 s."""
+    tagged = instance.get_run_records(
+        dg.RunsFilter(statuses=IN_FLIGHT, tags={SYNC_TAG: ["full", "incremental"]}), limit=1
+    )
+    if tagged:
+        return tagged[0].dagster_run
+    for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT, job_name=UI_JOB)):
+        if SYNC_ASSET_KEYS & (record.dagster_run.asset_selection or frozenset()):
+            return record.dagster_run
     return None
 
 

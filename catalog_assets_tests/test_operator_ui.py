@@ -111,3 +111,73 @@ def test_an_unrelated_materialization_does_not_close_a_failed_push_incident(plat
     assert materialize_from_ui(platform, "outlet_feed_snapshot").success
     cursor, open_incidents = alerts(cursor)
     assert incident in open_incidents, "the failed push was announced as recovered"
+
+
+def test_a_job_run_of_a_subset_does_not_close_a_failed_push_incident(platform):
+    """As above, but the snapshot is refreshed from the job's own page ("Materialize selected"
+    in `incremental_sync`'s graph): the run carries the job's name and only that asset. Its
+    success vouches for what it materialized, not for every asset the job could have."""
+    import json
+
+    from catalog_assets.alerts import catalog_alerts
+    from catalog_assets.notifier import Notifier
+
+    def alerts(cursor):
+        with dg.build_sensor_context(
+            instance=platform.instance,
+            cursor=cursor,
+            definitions=platform.defs,
+            resources={"notifier": Notifier()},
+        ) as context:
+            result = catalog_alerts(context)
+        return result.cursor, json.loads(result.cursor)["open"]
+
+    assert platform.run("full_resync").success
+    platform.tec.inject(status=503, times=1000)
+    pushed = materialize_from_ui(platform, "tec_delivery_products", raise_on_error=False)
+    assert not pushed.success
+    cursor, open_incidents = alerts(None)
+    [(incident, text)] = open_incidents.items()
+    assert "tec_delivery_products" in text
+
+    refreshed = platform.defs.resolve_job_def("incremental_sync").execute_in_process(
+        instance=platform.instance, asset_selection=[dg.AssetKey("outlet_feed_snapshot")]
+    )
+    assert refreshed.success and refreshed.dagster_run.job_name == "incremental_sync"
+    cursor, open_incidents = alerts(cursor)
+    assert incident in open_incidents, "the failed push was announced as recovered"
+
+
+def test_the_push_that_finished_last_decides_not_the_run_started_last(platform):
+    """A resync from the asset graph is started, then the sensor's `incremental_sync` queues
+    behind it; the two runs' steps take turns in the `catalog_store` pool, so the job's push
+    can succeed before the UI run's push fails. The products' incident is what the last push
+    said: open, not opened and recovered on one tick because the job was started later."""
+    import json
+
+    from catalog_assets.alerts import catalog_alerts
+    from catalog_assets.notifier import Notifier
+
+    def alerts(cursor):
+        with dg.build_sensor_context(
+            instance=platform.instance,
+            cursor=cursor,
+            definitions=platform.defs,
+            resources={"notifier": Notifier()},
+        ) as context:
+            result = catalog_alerts(context)
+        return result.cursor, json.loads(result.cursor)["open"]
+
+    assert platform.run("full_resync").success
+    cursor, _ = alerts(None)
+    keys = {dg.AssetKey(a) for a in SYNC_ASSETS}
+    job = platform.defs.resolve_implicit_global_asset_job_def()
+    resync = platform.instance.create_run_for_job(
+        job.get_subset(asset_selection=keys),
+        asset_selection=frozenset(keys),
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    assert platform.run("incremental_sync").success  # started after it, finished before it
+    platform.instance.report_run_failed(resync)
+    cursor, open_incidents = alerts(cursor)
+    assert "materialize:tec_delivery_products" in open_incidents, open_incidents

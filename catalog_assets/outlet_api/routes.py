@@ -155,7 +155,12 @@ def changes(
     return Response(content=body.encode(), media_type="application/json")
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness, and which snapshot is served")
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: ERRORS[503]},
+    summary="Liveness, and which snapshot is served",
+)
 def healthz(service: Annotated[OutletService, Depends(get_service)]) -> Health:
     with service.view() as view:
         return Health(

@@ -286,3 +286,55 @@ def test_incidents_of_a_check_or_job_no_longer_defined_close(platform, slack):
     assert json.loads(cursor)["open"] == {}
     cursor, sent = tick(platform, slack, cursor)
     assert sent == []
+
+
+def test_a_failure_the_alert_channel_missed_is_alerted_after_a_quick_success(
+    platform, slack, ledger
+):
+    """The tick that sees a failed sync cannot deliver its alert (the channel is down); the
+    next run succeeds before the next tick. The failure must still be announced: a transition
+    is stored only once delivered, so the runs behind an undelivered one are not yet heard."""
+    assert platform.run("full_resync").success
+    cursor, _ = tick(platform, slack, None)
+    platform.onec.inject(status=500, times=100)
+    ledger.fault("1C down (500) while the alert webhook is down too")
+    assert not platform.run("incremental_sync", raise_on_error=False).success
+    slack.up = False
+    cursor, sent = tick(platform, slack, cursor)
+    assert sent == [] and json.loads(cursor)["open"] == {}
+    platform.onec.clear_faults()
+    assert platform.run("incremental_sync").success
+    slack.up = True
+    cursor, sent = tick(platform, slack, cursor)
+    assert len(sent) == 2, sent
+    assert "job incremental_sync failed" in sent[0] and "1C answered HTTP 500" in sent[0]
+    assert "recovered: run:incremental_sync" in sent[1]
+
+
+def test_a_tick_does_not_reread_the_event_logs_of_runs_it_already_judged(platform, slack):
+    """Every tick judges the last `RECENT_RUNS` finished runs, and a failed run from the asset
+    graph is judged by what its event log says it materialized. Those runs are finished: what
+    they say does not change, so a tick with nothing new reads no run's event log again, however
+    many failed runs the window holds (the sensor runs every 30 s, on the instance's database)."""
+    job = platform.defs.resolve_implicit_global_asset_job_def()
+    keys = {dg.AssetKey("tec_delivery_products"), dg.AssetKey("outlet_feed_snapshot")}
+    for _ in range(40):
+        platform.instance.create_run_for_job(
+            job.get_subset(asset_selection=keys),
+            asset_selection=frozenset(keys),
+            status=dg.DagsterRunStatus.FAILURE,
+        )
+    cursor, sent = tick(platform, slack, None)
+    assert len(sent) == 2, sent  # one per asset, both failed by the latest run
+
+    reads = []
+    all_logs = platform.instance.all_logs
+    platform.instance.all_logs = lambda run_id, *a, **k: (
+        reads.append(run_id) or all_logs(run_id, *a, **k)
+    )
+    try:
+        cursor, sent = tick(platform, slack, cursor)
+    finally:
+        platform.instance.all_logs = all_logs
+    assert sent == []
+    assert len(reads) <= 2, f"{len(reads)} event-log reads on a tick with nothing new"

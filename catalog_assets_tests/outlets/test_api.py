@@ -833,6 +833,8 @@ def test_the_published_schema_lists_what_the_api_answers(hub, api):
     assert parameters["entity"]["schema"]["enum"] == list(FEEDS)
     assert parameters["limit"]["schema"]["type"] == "integer"
     assert set(parameters) == {"outlet_id", "entity", "cursor", "limit"}
+    health = schema["paths"]["/healthz"]["get"]["responses"]
+    assert set(health) == {"200", "503"}  # a snapshot that breaks while read
     [requirement] = operation["security"]
     [scheme] = [schema["components"]["securitySchemes"][name] for name in requirement]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
