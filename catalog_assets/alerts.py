@@ -138,7 +138,15 @@ def run_outcomes(
         }
     else:
         outcomes = {f"run:{run.job_name}": failed}
-        if not failed and repository is not None and repository.has_job(run.job_name):
+        # A run from the asset graph with no asset selected ran checks only ("Execute" on a
+        # check): it vouches for nothing. A job's run of a subset records it; its whole run
+        # records none (or an empty one), and materialized the job's assets.
+        if (
+            not failed
+            and not run.job_name.startswith(UI_JOB)
+            and repository is not None
+            and repository.has_job(run.job_name)
+        ):
             made = (
                 run.asset_selection
                 or repository.get_job(run.job_name).asset_layer.selected_asset_keys

@@ -21,8 +21,8 @@ and the next one reads on from there, so a change behind such a run of items is 
 a sweep (pages / 5 ticks) instead of never.
 
 A run that died between its steps (killed, out of memory, the store busy) can leave staged
-changes that nothing downstream has taken in: a category staged after the last `category_tree`
-is in no push (the push reads the tree), a change staged after the last outlet snapshot is at
+changes that nothing downstream has taken in: a category staged (or removed) after the last
+`category_tree` is in no push (the push reads the tree), a change staged after the last outlet snapshot is at
 no outlet, and neither is "pending" or a change in 1C any more. The tick compares those
 timestamps and starts a run for them (`downstream_behind`).
 
@@ -71,9 +71,10 @@ HELD_RETRY_MAX_SECONDS = 900
 HELD_LOOKBACK = 16  # materializations read to count held passes in a row (enough for the cap)
 
 # What staging changed after the steps downstream of it last ran (see the module docstring).
+# A category's removal counts for the tree too: a live child of a removed parent is an orphan.
 DOWNSTREAM_BEHIND = """
 SELECT
-  (SELECT max(staged_at) FROM onec_categories)
+  (SELECT max(greatest(staged_at, removed_at)) FROM onec_categories)
       > coalesce((SELECT max(computed_at) FROM category_tree), '-infinity'::TIMESTAMP),
   greatest((SELECT max(greatest(staged_at, removed_at)) FROM onec_categories),
            (SELECT max(greatest(staged_at, removed_at)) FROM onec_products),

@@ -2,8 +2,13 @@
 subset of them by hand (the UI's ad-hoc asset run, every asset's default config), in an order
 no job takes, and start runs while the sensor runs too."""
 
-import dagster as dg
+import json
 
+import dagster as dg
+from dagster._core.events import DagsterEvent, DagsterEventType
+
+from catalog_assets.alerts import catalog_alerts
+from catalog_assets.notifier import Notifier
 from catalog_assets.sensors import onec_change_sensor
 
 from .conftest import materializations
@@ -18,6 +23,33 @@ def materialize_from_ui(platform, *assets: str, raise_on_error: bool = True):
         asset_selection=[dg.AssetKey(a) for a in assets],
         raise_on_error=raise_on_error,
     )
+
+
+def alerts(platform, cursor):
+    """One `catalog_alerts` tick (no webhook: an `ALERT …` log line); its cursor and the
+    incidents it keeps open."""
+    with dg.build_sensor_context(
+        instance=platform.instance,
+        cursor=cursor,
+        definitions=platform.defs,
+        resources={"notifier": Notifier()},
+    ) as context:
+        result = catalog_alerts(context)
+    return result.cursor, json.loads(result.cursor)["open"]
+
+
+def failed_push_incident(platform):
+    """Tec.Delivery is down when the operator re-pushes the products from the UI: the run
+    fails and `catalog_alerts` opens an incident for the asset (a push stopped by transport
+    fails no check, so it is the only one)."""
+    assert platform.run("full_resync").success
+    platform.tec.inject(status=503, times=1000)
+    pushed = materialize_from_ui(platform, "tec_delivery_products", raise_on_error=False)
+    assert not pushed.success
+    cursor, open_incidents = alerts(platform, None)
+    [(incident, text)] = open_incidents.items()
+    assert incident == "materialize:tec_delivery_products" and "Push of products stopped" in text
+    return cursor, incident
 
 
 def test_categories_pushed_by_hand_without_the_tree_send_no_cycle(platform):
@@ -85,31 +117,10 @@ def test_an_unrelated_materialization_does_not_close_a_failed_push_incident(plat
     and `catalog_alerts` opens an incident (a push stopped by transport fails no check, so the
     run's incident is the only one). Then the operator refreshes the outlet snapshot from the
     UI. Nothing was pushed, yet that success must not be announced as the recovery."""
-    import json
-
-    from catalog_assets.alerts import catalog_alerts
-    from catalog_assets.notifier import Notifier
-
-    def alerts(cursor):
-        with dg.build_sensor_context(
-            instance=platform.instance,
-            cursor=cursor,
-            definitions=platform.defs,
-            resources={"notifier": Notifier()},  # unset URL: an `ALERT …` log line
-        ) as context:
-            result = catalog_alerts(context)
-        return result.cursor, json.loads(result.cursor)["open"]
-
-    assert platform.run("full_resync").success
-    platform.tec.inject(status=503, times=1000)
-    pushed = materialize_from_ui(platform, "tec_delivery_products", raise_on_error=False)
-    assert not pushed.success
-    cursor, open_incidents = alerts(None)
-    [(incident, text)] = open_incidents.items()
-    assert "tec_delivery_products" in text
+    cursor, incident = failed_push_incident(platform)
 
     assert materialize_from_ui(platform, "outlet_feed_snapshot").success
-    cursor, open_incidents = alerts(cursor)
+    cursor, open_incidents = alerts(platform, cursor)
     assert incident in open_incidents, "the failed push was announced as recovered"
 
 
@@ -117,34 +128,13 @@ def test_a_job_run_of_a_subset_does_not_close_a_failed_push_incident(platform):
     """As above, but the snapshot is refreshed from the job's own page ("Materialize selected"
     in `incremental_sync`'s graph): the run carries the job's name and only that asset. Its
     success vouches for what it materialized, not for every asset the job could have."""
-    import json
-
-    from catalog_assets.alerts import catalog_alerts
-    from catalog_assets.notifier import Notifier
-
-    def alerts(cursor):
-        with dg.build_sensor_context(
-            instance=platform.instance,
-            cursor=cursor,
-            definitions=platform.defs,
-            resources={"notifier": Notifier()},
-        ) as context:
-            result = catalog_alerts(context)
-        return result.cursor, json.loads(result.cursor)["open"]
-
-    assert platform.run("full_resync").success
-    platform.tec.inject(status=503, times=1000)
-    pushed = materialize_from_ui(platform, "tec_delivery_products", raise_on_error=False)
-    assert not pushed.success
-    cursor, open_incidents = alerts(None)
-    [(incident, text)] = open_incidents.items()
-    assert "tec_delivery_products" in text
+    cursor, incident = failed_push_incident(platform)
 
     refreshed = platform.defs.resolve_job_def("incremental_sync").execute_in_process(
         instance=platform.instance, asset_selection=[dg.AssetKey("outlet_feed_snapshot")]
     )
     assert refreshed.success and refreshed.dagster_run.job_name == "incremental_sync"
-    cursor, open_incidents = alerts(cursor)
+    cursor, open_incidents = alerts(platform, cursor)
     assert incident in open_incidents, "the failed push was announced as recovered"
 
 
@@ -153,23 +143,8 @@ def test_the_push_that_finished_last_decides_not_the_run_started_last(platform):
     behind it; the two runs' steps take turns in the `catalog_store` pool, so the job's push
     can succeed before the UI run's push fails. The products' incident is what the last push
     said: open, not opened and recovered on one tick because the job was started later."""
-    import json
-
-    from catalog_assets.alerts import catalog_alerts
-    from catalog_assets.notifier import Notifier
-
-    def alerts(cursor):
-        with dg.build_sensor_context(
-            instance=platform.instance,
-            cursor=cursor,
-            definitions=platform.defs,
-            resources={"notifier": Notifier()},
-        ) as context:
-            result = catalog_alerts(context)
-        return result.cursor, json.loads(result.cursor)["open"]
-
     assert platform.run("full_resync").success
-    cursor, _ = alerts(None)
+    cursor, _ = alerts(platform, None)
     keys = {dg.AssetKey(a) for a in SYNC_ASSETS}
     job = platform.defs.resolve_implicit_global_asset_job_def()
     resync = platform.instance.create_run_for_job(
@@ -179,5 +154,75 @@ def test_the_push_that_finished_last_decides_not_the_run_started_last(platform):
     )
     assert platform.run("incremental_sync").success  # started after it, finished before it
     platform.instance.report_run_failed(resync)
-    cursor, open_incidents = alerts(cursor)
+    cursor, open_incidents = alerts(platform, cursor)
     assert "materialize:tec_delivery_products" in open_incidents, open_incidents
+
+
+def test_a_removal_staged_without_the_tree_starts_a_run_that_recomputes_it(platform):
+    """The operator runs a full pass of the categories from the UI (`full: true`, which judges
+    removals), then pushes and refreshes the snapshot, without `category_tree`: 1C deleted a
+    parent and kept its children. Their place now depends on that removal (an orphan under a
+    disabled parent), so the tree is behind: the sensor must start the run that recomputes it,
+    or the children stay 'ok', unflagged, with every check passing, until 1C edits a category."""
+    assert platform.run("full_resync").success
+    parents = dict(platform.query("SELECT id, parent FROM category_tree"))
+    child = next(c for c, p in sorted(parents.items()) if p != "0" and parents.get(p, "0") != "0")
+    gone = parents[child]
+    for removed in [c for c, p in parents.items() if p == gone and c != child]:
+        platform.catalog.upsert_category(
+            removed, parents[gone], platform.catalog.get(removed)["name"]
+        )
+    for product in platform.catalog.products():
+        if product["parent"] == gone:
+            platform.catalog.upsert_product({"id": product["id"], "parent": parents[gone]})
+    platform.catalog.remove(gone)
+    assert platform.run("incremental_sync").success  # the moves, before the deletion is judged
+
+    job = platform.defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(
+        instance=platform.instance,
+        asset_selection=[dg.AssetKey(a) for a in ("onec_categories", "tec_delivery_categories")],
+        run_config={"ops": {"onec_categories": {"config": {"full": True}}}},
+    ).success
+    assert materialize_from_ui(platform, "outlet_feed_snapshot").success
+    assert platform.tec.categories[gone]["enable"] is False
+
+    with dg.build_sensor_context(
+        instance=platform.instance, resources=platform.resources
+    ) as context:
+        outcome = onec_change_sensor(context)
+    assert isinstance(outcome, dg.SensorResult) and outcome.run_requests, outcome
+    assert platform.run("incremental_sync").success
+    assert platform.query(f"SELECT status FROM category_tree WHERE id = '{child}'") == [("orphan",)]
+
+
+def test_a_check_run_from_the_ui_does_not_close_a_failed_push_incident(platform):
+    """As above, but the operator then executes a check from the UI ("Execute" on
+    `outlet_is_live`): a run of the implicit asset job that selects no asset at all. It
+    materialized nothing, so it vouches for no asset, let alone the failed push."""
+    cursor, incident = failed_push_incident(platform)
+
+    check = dg.AssetCheckKey(dg.AssetKey("outlet_deliveries"), "outlet_is_live")
+    job = platform.defs.resolve_implicit_global_asset_job_def()
+    checked = platform.instance.create_run_for_job(
+        job.get_subset(asset_selection=set(), asset_check_selection={check}),
+        asset_selection=frozenset(),
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    assert checked.job_name == "__ASSET_JOB" and not checked.asset_selection
+    platform.instance.report_dagster_event(
+        DagsterEvent(DagsterEventType.RUN_SUCCESS.value, job_name=checked.job_name),
+        run_id=checked.run_id,
+    )
+    cursor, open_incidents = alerts(platform, cursor)
+    assert incident in open_incidents, "the failed push was announced as recovered"
+
+
+def test_a_job_that_materializes_the_asset_again_closes_its_incident(platform):
+    """The other side of the rule: once Tec.Delivery is back, the sensor's next
+    `incremental_sync` (its whole graph) pushes the products, and that is the recovery."""
+    cursor, incident = failed_push_incident(platform)
+    platform.tec.clear_faults()
+    assert platform.run("incremental_sync").success
+    cursor, open_incidents = alerts(platform, cursor)
+    assert open_incidents == {}
