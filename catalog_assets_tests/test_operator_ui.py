@@ -89,18 +89,23 @@ SYNC_ASSETS = [
 ]
 
 
+def resync_started_from_the_ui(platform) -> dg.DagsterRun:
+    """A run of the asset graph over every sync asset, as the UI starts it, left running."""
+    keys = {dg.AssetKey(a) for a in SYNC_ASSETS}
+    job = platform.defs.resolve_implicit_global_asset_job_def()
+    return platform.instance.create_run_for_job(
+        job.get_subset(asset_selection=keys),
+        asset_selection=frozenset(keys),
+        status=dg.DagsterRunStatus.STARTED,
+    )
+
+
 def test_the_sensor_waits_for_a_resync_started_from_the_ui(platform):
     """README: re-materializing from the UI is the resync ("does what the button says"), and
     the sensor skips while a sync is queued or running. A run of the asset graph carries no
     job tag, so the sensor must recognise it by what it materializes."""
     assert platform.run("full_resync").success
-    keys = {dg.AssetKey(a) for a in SYNC_ASSETS}
-    job = platform.defs.resolve_implicit_global_asset_job_def()
-    resync = platform.instance.create_run_for_job(
-        job.get_subset(asset_selection=keys),
-        asset_selection=frozenset(keys),
-        status=dg.DagsterRunStatus.STARTED,
-    )
+    resync = resync_started_from_the_ui(platform)
     product = platform.catalog.products()[0]
     platform.catalog.upsert_product({"id": product["id"], "price": 4321})  # a genuine change
 
@@ -145,13 +150,7 @@ def test_the_push_that_finished_last_decides_not_the_run_started_last(platform):
     said: open, not opened and recovered on one tick because the job was started later."""
     assert platform.run("full_resync").success
     cursor, _ = alerts(platform, None)
-    keys = {dg.AssetKey(a) for a in SYNC_ASSETS}
-    job = platform.defs.resolve_implicit_global_asset_job_def()
-    resync = platform.instance.create_run_for_job(
-        job.get_subset(asset_selection=keys),
-        asset_selection=frozenset(keys),
-        status=dg.DagsterRunStatus.STARTED,
-    )
+    resync = resync_started_from_the_ui(platform)
     assert platform.run("incremental_sync").success  # started after it, finished before it
     platform.instance.report_run_failed(resync)
     cursor, open_incidents = alerts(platform, cursor)

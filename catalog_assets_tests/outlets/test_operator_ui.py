@@ -1,22 +1,10 @@
 """What an operator does in the Dagster UI that the jobs do not: materialize a subset of the
 outlet hub's assets by hand (the UI's ad-hoc asset run), in an order no job takes."""
 
-import dagster as dg
-
 from catalog_assets.outlet_client import LocalStore, sync_outlet
 from catalog_assets_tests.conftest import materializations
 from catalog_assets_tests.outlets.test_api import category_id, subtree_products
-
-
-def materialize_from_ui(platform, *assets: str, raise_on_error: bool = True):
-    """What "Materialize selected" in the asset graph launches: the implicit asset job with
-    that selection and every asset's default config."""
-    job = platform.defs.resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(
-        instance=platform.instance,
-        asset_selection=[dg.AssetKey(a) for a in assets],
-        raise_on_error=raise_on_error,
-    )
+from catalog_assets_tests.test_operator_ui import materialize_from_ui
 
 
 def test_a_product_published_by_hand_before_its_category_reaches_the_outlet(
