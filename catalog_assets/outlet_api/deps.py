@@ -8,6 +8,7 @@ their own paths and the module-level `app` reads the environment only when it st
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -51,14 +52,33 @@ class OutletService:
         self.state = OutletState(settings.state_path)
         self.reader = SnapshotReader(settings.snapshot_dir)
         self.codec = CursorCodec(settings.cursor_secret)
+        # The newest registry whose problems the state file has not taken yet.
+        self._unrecorded: Registry | None = None
+        self._recording = threading.Lock()
         self.registry = RegistryLoader(settings.config_path, on_reload=self._reloaded)
         self._tokens: tuple[Registry | None, dict[str, str]] = (None, {})
 
     def _reloaded(self, registry: Registry) -> None:
-        try:
-            self.state.report_problems(registry.problems, utc_now())
-        except StateUnavailable as exc:
-            logger.error("could not record registry problems: %s", exc)
+        with self._recording:
+            self._unrecorded = registry
+            failure = self._record()
+        if failure:
+            logger.error(
+                "could not record registry problems (tried again on each call): %s", failure
+            )
+
+    def _record(self) -> str | None:
+        """The loader re-reads outlets.yaml only when it or the snapshot changes, so problems
+        it found while the state file was unreadable are written by a later call, or the
+        monitor (which cannot see an unset token variable itself) would not show them until
+        the next edit. The caller holds `_recording`."""
+        if self._unrecorded is not None:
+            try:
+                self.state.report_problems(self._unrecorded.problems, utc_now())
+            except StateUnavailable as exc:
+                return str(exc)
+            self._unrecorded = None
+        return None
 
     @contextmanager
     def view(self) -> Iterator[View]:
@@ -76,7 +96,14 @@ class OutletService:
                     (snapshot.name, snapshot.valid_categories) if snapshot else (None, None)
                 )
                 unplaced = snapshot.unplaced_categories if snapshot else None
-                yield View(self.registry.get(categories, unplaced), snapshot, problem)
+                registry = self.registry.get(categories, unplaced)
+                # One call at a time retries: the others need not wait on a locked file twice.
+                if self._unrecorded is not None and self._recording.acquire(blocking=False):
+                    try:
+                        self._record()
+                    finally:
+                        self._recording.release()
+                yield View(registry, snapshot, problem)
         except SnapshotUnavailable as exc:  # the file broke while being read
             raise store_unavailable(str(exc)) from None
 

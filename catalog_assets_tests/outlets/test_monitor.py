@@ -9,8 +9,10 @@ import json
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import dagster as dg
+import httpx
 import pytest
 
 import catalog_assets.assets.outlets as outlets_assets
@@ -19,7 +21,7 @@ from catalog_assets.assets.outlets import outlet_deliveries, outlet_health_job, 
 from catalog_assets.notifier import Notifier
 from catalog_assets.outlets.monitor import outlet_monitor_sensor
 from catalog_assets.outlets.state import OutletState, utc_now
-from catalog_assets_tests.outlets.conftest import TOKENS, free_port
+from catalog_assets_tests.outlets.conftest import TOKENS, free_port, serve
 
 CHECK_KEY = dg.AssetCheckKey(outlet_deliveries.key, "outlet_is_live")
 
@@ -329,3 +331,29 @@ def test_an_outlet_added_again_gets_its_grace_period(platform, hub, alerts):
     monitor.tick()  # its partition comes back
     monitor.tick()
     assert monitor.verdicts == {"spb-002": True} and received == []
+
+
+def test_the_apis_registry_problems_reach_the_monitor_once_its_state_file_is_fixed(
+    platform, hub, alerts
+):
+    """Only the API holds the tokens, so only its state file tells the monitor that an
+    outlet's token variable is unset. An API that loaded outlets.yaml while that file was
+    unreadable records the problem once it can, not at the next edit of outlets.yaml."""
+    webhook, received = alerts
+    platform.run("full_resync")
+    hub.write_registry([hub.entry("msk-001"), hub.entry("new-005")])  # no OUTLET_NEW_005_TOKEN
+    state = Path(hub.resource.state_path)
+    state.write_bytes(b"not a database" * 100)
+    api, stop = serve(hub.settings())
+    try:
+        assert httpx.get(f"{api.url}/healthz").status_code == 200  # loads outlets.yaml
+        state.unlink()  # the operator moves the broken file away
+        api.client("msk-001").changes("products", limit=10)
+        monitor = Monitor(platform, hub, webhook)
+        monitor.tick()
+        monitor.tick()
+        assert monitor.verdicts == {"msk-001": True, "new-005": False}
+        assert "token variable" in monitor.latest("new-005")["problem"]
+        assert len(received) == 1 and "new-005" in received[0]
+    finally:
+        stop()
