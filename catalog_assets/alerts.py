@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import dagster as dg
+from dagster._core.events import DagsterEvent
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from catalog_assets.jobs import UI_JOB
@@ -43,43 +44,6 @@ def _short(text: str) -> str:
     return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
-# What a finished run's event log says (its failure, what it materialized) never changes, but
-# each tick judges the last RECENT_RUNS runs again, every 30 s: read once per run, not per tick.
-# Keyed by run id (unique across instances); bounded, oldest dropped first.
-_RUN_FACTS: dict[tuple[str, str], object] = {}
-_RUN_FACTS_LIMIT = 8 * RECENT_RUNS
-
-
-def _remembered(kind: str, run_id: str, read):
-    key = (kind, run_id)
-    if key not in _RUN_FACTS:
-        if len(_RUN_FACTS) >= _RUN_FACTS_LIMIT:
-            del _RUN_FACTS[next(iter(_RUN_FACTS))]
-        _RUN_FACTS[key] = read()
-    return _RUN_FACTS[key]
-
-
-def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
-    return _remembered("reason", run_id, lambda: _read_failure_reason(instance, run_id))
-
-
-def _read_failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
-    """The first step failure's message (our errors name the request, never a credential).
-
-    An exception raised in a step reaches the event log wrapped ("Error occurred while executing
-    op ..."), with ours as its cause: the alert quotes the cause, which says what went wrong."""
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        data = entry.dagster_event.step_failure_data if entry.dagster_event else None
-        if data and data.error:
-            error = data.error
-            while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause:
-                error = error.cause
-            return f"{entry.step_key}: {error.message.strip()}"
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE):
-        return entry.dagster_event.message or "run failed" if entry.dagster_event else "run failed"
-    return "run failed"
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What one finished run says of one incident: it failed it, or it vouches it is fine."""
@@ -88,20 +52,52 @@ class Outcome:
     failed: bool
 
 
-def _materialized(instance: dg.DagsterInstance, run_id: str) -> frozenset[dg.AssetKey]:
-    return _remembered("made", run_id, lambda: _read_materialized(instance, run_id))
+@dataclass(frozen=True)
+class FailedRun:
+    """What a failed run's event log says: why it failed, and what it materialized first."""
+
+    reason: str
+    materialized: frozenset[dg.AssetKey]
 
 
-def _read_materialized(instance: dg.DagsterInstance, run_id: str) -> frozenset[dg.AssetKey]:
-    return frozenset(
-        {
-            entry.dagster_event.asset_key
-            for entry in instance.all_logs(
-                run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-            )
-            if entry.dagster_event and entry.dagster_event.asset_key
-        }
-    )
+# A finished run's event log never changes, but each tick judges the last RECENT_RUNS runs
+# again, every 30 s: one read per failed run (run ids are unique), bounded, oldest dropped.
+_FAILED_RUNS: dict[str, FailedRun] = {}
+_FAILED_RUNS_LIMIT = 4 * RECENT_RUNS
+_READ = {
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.RUN_FAILURE,
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+}
+
+
+def failed_run(instance: dg.DagsterInstance, run_id: str) -> FailedRun:
+    if run_id not in _FAILED_RUNS:
+        if len(_FAILED_RUNS) >= _FAILED_RUNS_LIMIT:
+            del _FAILED_RUNS[next(iter(_FAILED_RUNS))]
+        events = [e.dagster_event for e in instance.all_logs(run_id, of_type=_READ)]
+        events = [e for e in events if e is not None]
+        made = frozenset(e.asset_key for e in events if e.is_step_materialization and e.asset_key)
+        _FAILED_RUNS[run_id] = FailedRun(_failure_reason(events), made)
+    return _FAILED_RUNS[run_id]
+
+
+def _failure_reason(events: list[DagsterEvent]) -> str:
+    """The first step failure's message (our errors name the request, never a credential).
+
+    An exception raised in a step reaches the event log wrapped ("Error occurred while executing
+    op ..."), with ours as its cause: the alert quotes the cause, which says what went wrong."""
+    for event in events:
+        data = event.step_failure_data if event.is_step_failure else None
+        if data and data.error:
+            error = data.error
+            while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause:
+                error = error.cause
+            return f"{event.step_key}: {error.message.strip()}"
+    for event in events:
+        if event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            return event.message or "run failed"
+    return "run failed"
 
 
 def _defined(key: str, repository: dg.RepositoryDefinition | None) -> bool:
@@ -131,7 +127,7 @@ def run_outcomes(
     run = record.dagster_run
     failed = run.status == dg.DagsterRunStatus.FAILURE
     if run.job_name.startswith(UI_JOB) and run.asset_selection:
-        made = _materialized(instance, run.run_id) if failed else frozenset()
+        made = failed_run(instance, run.run_id).materialized if failed else frozenset()
         outcomes = {
             f"materialize:{key.to_user_string()}": failed and key not in made
             for key in run.asset_selection
@@ -190,7 +186,7 @@ def finished_at(record: dg.RunRecord) -> float:
 
 def _run_problem(instance: dg.DagsterInstance, key: str, record: dg.RunRecord) -> str:
     run = record.dagster_run
-    reason = _failure_reason(instance, run.run_id)
+    reason = failed_run(instance, run.run_id).reason
     if key.startswith("materialize:"):
         what = f"materializing {key.removeprefix('materialize:')} from the UI"
     else:

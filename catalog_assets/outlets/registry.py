@@ -158,7 +158,7 @@ def parse_registry(
                     unknown = [c for c in categories if c not in known_categories]
                     removed = [c for c in unknown if unplaced.get(c) == "removed"]
                     flagged = {
-                        c: unplaced[c] for c in unknown if unplaced.get(c, "removed") != "removed"
+                        c: unplaced[c] for c in unknown if c in unplaced and c not in removed
                     }
                     unknown = [c for c in unknown if c not in unplaced]
                     if unknown:
