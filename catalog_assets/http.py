@@ -10,6 +10,7 @@ is harmless.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -101,7 +102,9 @@ class HttpClient:
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=retry)
         self._headers: dict[str, str] = urllib3.make_headers(accept_encoding=True)
         if basic_auth:
-            self._headers.update(urllib3.make_headers(basic_auth=":".join(basic_auth)))
+            # UTF-8, not urllib3's latin-1: 1C user names are often Cyrillic (RFC 7617 charset).
+            token = base64.b64encode(":".join(basic_auth).encode("utf-8")).decode("ascii")
+            self._headers["authorization"] = f"Basic {token}"
 
     def get(self, url: str, *, params: Mapping[str, Any], timeout: float) -> HttpResponse:
         return self._request("GET", url, timeout, fields=dict(params))

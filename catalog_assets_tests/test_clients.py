@@ -107,6 +107,17 @@ def test_gives_up_after_retries_naming_the_request_not_the_password():
         assert onec.request_count == 3  # the first try and two retries
 
 
+def test_a_cyrillic_1c_user_signs_in():
+    """1C user names are often Cyrillic ("Администратор"); the credentials go as UTF-8, which
+    the server's challenge asks for (`charset="UTF-8"`, RFC 7617)."""
+    user, password = "Администратор", "пароль-1"
+    with OneCEmulator(catalog_of(3), username=user, password=password).start() as onec:
+        page = client(onec, username=user, password=password).fetch_page(
+            type="product", modified_since=EPOCH
+        )
+        assert page.count == 3
+
+
 def test_other_4xx_is_not_retried():
     with OneCEmulator(catalog_of(3), username="u", password="right").start() as onec:
         with pytest.raises(UpstreamError, match="HTTP 401"):
@@ -159,6 +170,14 @@ def test_untrustworthy_pages_are_refused_specifically(body, content_type, compla
         onec.inject(status=200, body=body, content_type=content_type)
         with pytest.raises(OneCResponseError, match=complaint):
             client(onec).fetch_page(type="product", modified_since=EPOCH)
+
+
+def test_a_page_past_the_end_is_an_empty_page_not_garbage():
+    """`offset` beyond `count` (1C deleted records since the offset was planned) is answered
+    with the true `count` and no records: a valid page, not a `count` contradicting `data`."""
+    with OneCEmulator(catalog_of(3)).start() as onec:
+        page = client(onec).fetch_page(type="product", modified_since=EPOCH, offset=5)
+        assert page.count == 3 and page.records == []
 
 
 def test_a_redirect_is_reported_not_followed():

@@ -179,6 +179,50 @@ def test_sensor_finds_a_change_behind_a_bulk_edit_at_the_cursor(platform):
     assert isinstance(outcome, dg.SensorResult) and "products: 1 changed" in outcome.cursor
 
 
+def test_sensor_sweep_survives_1c_deleting_the_items_it_had_passed(platform):
+    """A sweep stopped at offset 500 of 600 records at the cursor; 1C then deletes 200 of them.
+    The next tick's page at offset 500 lies past 1C's new `count` (400): the sensor must start
+    the sweep again, not fail every tick on a page it calls untrustworthy."""
+    platform.run("full_resync")
+    catalog = platform.catalog
+    products = sorted(catalog.products(), key=lambda r: (r["modified_at"], r["id"]))
+    for record in products[:600]:
+        catalog.upsert_product({"id": record["id"], "price": 99}, "2026-08-01T10:00:00")
+    assert platform.run("incremental_sync").success
+    with dg.build_sensor_context(
+        instance=platform.instance, resources=platform.resources
+    ) as context:
+        outcome = onec_change_sensor(context)
+        cursor = context.cursor
+    assert isinstance(outcome, dg.SkipReason) and "reads on from 500" in outcome.skip_message
+    for record in products[:200]:
+        catalog.remove(record["id"])
+    outcome = tick(platform, cursor)
+    assert isinstance(outcome, dg.SkipReason), outcome
+
+
+def test_categories_shaped_as_the_seeds_sync_and_then_stay_quiet(platform):
+    """The seed's categories carry no `modified_at` (README, Decisions: the cursor): they are
+    delivered, and unchanged they are no change to the next run or the sensor."""
+    wine_parent = "9b2a2ade-c1f1-11e6-9cd7-10bf484d6226"
+    for record in (
+        {"id": wine_parent, "parent": "0", "name": "Алкогольная продукция", "type": "category"},
+        {"id": "ae1441c0-c37c-11e6-9cd7-10bf484d6226", "parent": wine_parent, "name": "Вино",
+         "type": "category"},
+    ):  # fmt: skip
+        platform.catalog.add_raw(record)
+    assert platform.run("full_resync").success
+    tec = platform.tec
+    assert wine_parent in tec.categories
+    assert tec.categories["ae1441c0-c37c-11e6-9cd7-10bf484d6226"]["external_parent_id"] == (
+        wine_parent
+    )
+    before = len(tec.requests)
+    assert platform.run("incremental_sync").success
+    assert tec.requests[before:] == []
+    assert isinstance(tick(platform), dg.SkipReason)
+
+
 def test_a_sensor_cursor_it_cannot_read_starts_the_sweep_afresh():
     assert load_sweep('{"sweep": {"products": ["2026-08-01T10:00:00", 600, 500]}}') == {
         "products": ["2026-08-01T10:00:00", 600, 500]

@@ -3,7 +3,8 @@
 Records keep the exact shape 1C's ``/api/catalog`` returns (see the seed contract), so the
 emulator serialises them as they are. Categories also carry ``modified_at``: the seed's example
 omits it, but the contract requires ``modified_at`` to change on any object change, and an
-incremental sync of categories (``type=category&modified_since=...``) needs it.
+incremental sync of categories (``type=category&modified_since=...``) needs it. A record stored
+without one (``add_raw``, shaped like the seed's categories) matches every ``modified_since``.
 
 Pages are cut from sorted indexes ((modified_at, id) per type and per (type, parent)), kept
 up to date with ``bisect`` on every mutation, so a page costs O(log n + limit) even with 100,000
@@ -191,7 +192,9 @@ class Catalog:
         ``parent=None`` means no parent filter: every level of the tree as one flat list (the
         seed only shows ``parent`` on category queries; products are queried without it).
         ``modified_since`` is inclusive (modified_at >= modified_since, "начиная с указанного
-        времени"), compared as text, which is exact for the fixed-width 1C format.
+        времени"), compared as text, which is exact for the fixed-width 1C format. A record
+        without ``modified_at`` matches every ``modified_since`` and comes first, as the seed's
+        categories (which carry none) are returned to its ``modified_since`` queries.
         """
         with self._lock:
             count, keys = self._page(type, parent, modified_since, limit, offset)
@@ -226,8 +229,13 @@ class Catalog:
         else:
             index = self._by_parent.get((type, parent), [])
         start = bisect.bisect_left(index, (modified_since,)) if modified_since else 0
-        page = index[start + offset : start + offset + limit]
-        return len(index) - start, [key for *_, key in page]
+        # Records without `modified_at` (sorted first, under "") match every `modified_since`:
+        # the seed's categories carry none, and its `modified_since=2026-02-11…` queries return
+        # them. The page is cut from those, then from the dated records at `start` on.
+        undated = bisect.bisect_left(index, ("\x00",)) if modified_since else 0
+        page = index[min(offset, undated) : min(offset + limit, undated)]
+        page += index[start + max(0, offset - undated) : start + max(0, offset + limit - undated)]
+        return undated + len(index) - start, [key for *_, key in page]
 
 
 # -- generators ------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ in tests instead of being silently half-accepted in production:
 - ``external_parent_id`` must name a category accepted earlier or sent earlier in the same
   payload (so categories must be pushed parents-first, and roots carry no parent, not "0");
 - an item cannot switch between category and product, nor repeat within one payload;
-- info entries need a non-empty name and value (drop absent 1C fields instead of sending "").
+- info entries need a non-empty name and value (drop absent 1C fields instead of sending "");
+- a new category needs a ``name`` (every category in the seed has one; its product does not).
 Any invalid item rejects the whole batch and nothing from it is stored, which is what a
 client's bisect-on-reject logic has to cope with. Accepted items are partial upserts: fields
 an update omits keep their previous values; ``enable`` defaults to true.
@@ -337,8 +338,9 @@ class TecDeliveryEmulator(LoopbackServer):
             problems.append("duplicate external_id in payload")
         known = self._items.get(external_id)
         is_category = item.get("is_category") is True
-        if known is None and "name" not in item:
-            problems.append("name is required for a new item")
+        # The seed's product example carries no `name`, so only a new category needs one.
+        if known is None and is_category and "name" not in item:
+            problems.append("name is required for a new category")
         if known is not None and bool(known.get("is_category")) != is_category:
             problems.append("cannot switch between category and product (check is_category)")
         if is_category:

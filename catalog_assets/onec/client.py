@@ -402,7 +402,9 @@ def parse_page(response: HttpResponse, described: str, offset: int) -> CatalogPa
         raise OneCResponseError(
             f"1C answered {described} with a `count` that is not a count: {count!r}"
         )
-    if offset + len(body["data"]) > count:
+    # An empty page at or past `count` is what 1C serves for an offset beyond the end (records
+    # deleted since the offset was planned): valid, and the caller sees the smaller `count`.
+    if body["data"] and offset + len(body["data"]) > count:
         raise OneCResponseError(
             f"1C answered {described} with count={count} but {len(body['data'])} records at offset {offset}"
         )

@@ -147,6 +147,27 @@ def test_record_shape_and_modified_at_bump(catalog, onec):
     assert record["type"] == "product" and record["modified_at"] == "2026-02-13T13:24:04"
 
 
+def test_the_seeds_example_requests_get_the_seeds_example_answers(catalog, onec):
+    """The seed's categories carry no `modified_at`, yet its `modified_since=2026-02-11…`
+    queries return them: a record without one matches every `modified_since`."""
+    wine_parent = "9b2a2ade-c1f1-11e6-9cd7-10bf484d6226"
+    roots = [
+        {"id": wine_parent, "parent": "0", "name": "Алкогольная продукция", "type": "category"},
+        {"id": "01f9449e-c385-11e6-9cd7-10bf484d6226", "parent": "0", "name": "Бакалея",
+         "type": "category"},
+    ]  # fmt: skip
+    wine = {"id": "ae1441c0-c37c-11e6-9cd7-10bf484d6226", "parent": wine_parent, "name": "Вино",
+            "type": "category"}  # fmt: skip
+    for record in [*roots, wine]:
+        catalog.add_raw(record)
+    since = "limit=100&offset=0&modified_since=2026-02-11T00:00:00&type=category"
+    status, _, body = call(f"{onec.url}/api/catalog?{since}&parent=0")
+    assert status == 200 and body["count"] == 2
+    assert sorted(body["data"], key=lambda r: r["id"]) == sorted(roots, key=lambda r: r["id"])
+    status, _, body = call(f"{onec.url}/api/catalog?{since}&parent={wine_parent}")
+    assert status == 200 and body == {"count": 1, "data": [wine]}
+
+
 @pytest.mark.parametrize(
     "params",
     [
@@ -355,6 +376,56 @@ def test_seed_example_is_accepted_and_stored(tec):
     assert entry["token"] == "***" and entry["translate"] is True
 
 
+# The seed's three put-products requests, verbatim but for the category examples' placeholder
+# token ("token"; the product example's token is TOKEN). The product's parent, 551b4ed9…, is
+# never pushed in the seed's examples, so it is pushed first, under "Бакалея".
+SEED_ROOTS = [
+    {"external_id": "9b2a2ade-c1f1-11e6-9cd7-10bf484d6226", "name": "Алкогольная продукция",
+     "is_category": True},
+    {"external_id": "01f9449e-c385-11e6-9cd7-10bf484d6226", "name": "Бакалея",
+     "is_category": True},
+]  # fmt: skip
+SEED_CHILD = {
+    "external_id": "ae1441c0-c37c-11e6-9cd7-10bf484d6226",
+    "external_parent_id": "9b2a2ade-c1f1-11e6-9cd7-10bf484d6226",
+    "name": "Вино",
+    "is_category": True,
+}
+SEED_PRODUCT = {
+    "external_id": "b01a1a32-8ba2-11e6-9cf3-10bf484d6226",
+    "external_parent_id": "551b4ed9-c385-11e6-9cd7-10bf484d6226",
+    "description": "…",
+    "price": 145,
+    "info": [
+        {"name": "sku", "value": "4607120230971"},
+        {"name": "Состав", "value": "Рис"},
+        {"name": "Энергетическая ценность", "value": "Б: 6,5, Ж: 1, У: 79, Ккал: 351"},
+    ],
+    "store_balance": 16,
+    "external_key": "2026-02-13T13:24:04",
+    "image": {
+        "url": "https://…/images/b01a1a32-8ba2-11e6-9cf3-10bf484d6226.jpg",
+        "resize": False,
+        "bgcolor": "#FFFFFF",
+        "scale": 0.9,
+    },
+    "external_data": "f9a15f0d6ebf943aea177f597cb96689c2d5c44d",
+}
+
+
+def test_the_seeds_own_requests_are_accepted(tec):
+    """The seed's product example carries no `name`: a server that took the seed's requests
+    must take it as a new product (only the client's choice adds the name)."""
+    assert put(tec, SEED_ROOTS)[0] == 200
+    assert put(tec, [SEED_CHILD])[0] == 200
+    rice = {"external_id": "551b4ed9-c385-11e6-9cd7-10bf484d6226", "name": "Рис",
+            "external_parent_id": "01f9449e-c385-11e6-9cd7-10bf484d6226", "is_category": True}  # fmt: skip
+    assert put(tec, [rice])[0] == 200
+    status, _, body = put(tec, [SEED_PRODUCT], webhook="https://...")
+    assert status == 200, body
+    assert tec.products[SEED_PRODUCT["external_id"]] == {**SEED_PRODUCT, "enable": True}
+
+
 def test_token_is_checked_and_never_logged(tec):
     status, _, body = put(tec, [CATEGORY], token="wrong-token")
     assert status == 401 and body == {"status": "error", "message": "invalid token"}
@@ -429,8 +500,8 @@ def test_invalid_item_rejects_the_whole_batch(tec, change, expected_error):
 def test_item_rules_that_depend_on_state(tec):
     no_id = {key: value for key, value in PRODUCT.items() if key != "external_id"}
     assert put(tec, [CATEGORY, no_id])[2]["errors"][0]["error"] == "external_id is required"
-    no_name = {key: value for key, value in PRODUCT.items() if key != "name"}
-    assert "name is required" in put(tec, [CATEGORY, no_name])[2]["errors"][0]["error"]
+    no_name = {key: value for key, value in CATEGORY.items() if key != "name"}
+    assert "name is required" in put(tec, [no_name])[2]["errors"][0]["error"]
     assert put(tec, [CATEGORY, PRODUCT])[0] == 200
     assert put(tec, [{"external_id": "p1", "price": 150}])[0] == 200  # update without name
     assert tec.items["p1"]["price"] == 150 and tec.items["p1"]["name"] == PRODUCT["name"]
