@@ -7,7 +7,7 @@ so every way this project reports trouble ends up here:
   Runs started from the UI's asset graph are judged per asset instead (`materialize:<asset>`,
   see `run_outcomes`). A run that failed and was followed by a success before the next tick is
   still an incident: it opens and recovers on that tick (the cursor keeps, per incident key, up
-  to when its runs were heard);
+  to when its runs were heard, and up to when the runs were read: see `finished_runs`);
 - an asset check's latest evaluation failed (`check:<asset>/<check>[@partition]`); it recovers
   when the check passes again. Every check in the code location is watched, including ones
   added later, so a new check alerts without touching this file. A check that sends its own
@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import dagster as dg
 from dagster._core.events import DagsterEvent
@@ -35,6 +36,10 @@ from catalog_assets.notifier import Notifier, incident_transitions
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 RECENT_RUNS = 200
+# A run's update time is when its worker wrote the last event, by the worker's clock, and the
+# write lands a moment later: a tick reads again the runs that finished this long before the
+# last one it read, so one stored late (or on a clock a little behind) is not skipped.
+READ_AGAIN_SECONDS = 300.0
 OPT_OUT = ("catalog/alerts", "self")
 TEXT_LIMIT = 300
 
@@ -61,7 +66,8 @@ class FailedRun:
 
 
 # A finished run's event log never changes, but each tick judges the last RECENT_RUNS runs
-# again, every 30 s: one read per failed run (run ids are unique), bounded, oldest dropped.
+# (and those of the last READ_AGAIN_SECONDS) again, every 30 s: one read per failed run (run
+# ids are unique), bounded, oldest dropped.
 _FAILED_RUNS: dict[str, FailedRun] = {}
 _FAILED_RUNS_LIMIT = 4 * RECENT_RUNS
 _READ = {
@@ -156,14 +162,29 @@ def finished_runs(
     instance: dg.DagsterInstance,
     open_keys: Iterable[str],
     repository: dg.RepositoryDefinition | None = None,
+    read_to: float | None = None,
 ) -> dict[str, list[Outcome]]:
     """Incident key -> what the recently finished runs said of it, the last to finish first.
 
     Not the last started: runs of one job queue behind each other, but a key shared by a job
     and runs from the asset graph (`materialize:<asset>`) hears from runs whose steps took
-    turns in the store's pool, and one started earlier can fail after a later one succeeded."""
+    turns in the store's pool, and one started earlier can fail after a later one succeeded.
+    So the last RECENT_RUNS to finish, and every run that finished since `read_to` (the last
+    update the previous tick read; None on the first tick): an outage makes 200+ outlets each
+    start an `outlet_health_job` run between two ticks, which would push a long resync that
+    failed meanwhile out of any fixed window, and its failure would never be heard. Both read
+    the runs by when they finished, so a key hears of its latest run, not an earlier one."""
+    records = instance.get_run_records(
+        dg.RunsFilter(statuses=FINISHED), limit=RECENT_RUNS, order_by="update_timestamp"
+    )
+    if read_to is not None:
+        since = datetime.fromtimestamp(max(read_to - READ_AGAIN_SECONDS, 0.0), tz=UTC)
+        records = [
+            *records,
+            *instance.get_run_records(dg.RunsFilter(statuses=FINISHED, updated_after=since)),
+        ]
     runs: dict[str, list[Outcome]] = {}
-    for record in instance.get_run_records(dg.RunsFilter(statuses=FINISHED), limit=RECENT_RUNS):
+    for record in {r.dagster_run.run_id: r for r in records}.values():
         for key, failed in run_outcomes(instance, record, repository).items():
             runs.setdefault(key, []).append(Outcome(record, failed))
     for outcomes in runs.values():
@@ -315,19 +336,24 @@ def escalations(open_incidents: dict[str, str], current: dict[str, str | None]) 
     }
 
 
-def _load(cursor: str | None) -> tuple[dict[str, str], dict[str, float] | None]:
-    """The open incidents, and per incident key up to when its finished runs were heard (None
-    before the first tick that kept it)."""
+def _load(cursor: str | None) -> tuple[dict[str, str], dict[str, float] | None, float | None]:
+    """The open incidents, per incident key up to when its finished runs were heard (None
+    before the first tick that kept it), and up to when the runs were read (a cursor from
+    before that was kept: up to its latest run heard)."""
     if not cursor:
-        return {}, None
+        return {}, None, None
     try:
         state = json.loads(cursor)
     except ValueError:
-        return {}, None
+        return {}, None, None
     if not isinstance(state, dict):
-        return {}, None
+        return {}, None, None
     heard = state.get("runs_heard_until")
-    return dict(state.get("open", {})), dict(heard) if isinstance(heard, dict) else None
+    heard = dict(heard) if isinstance(heard, dict) else None
+    read_to = state.get("runs_read_to")
+    if not isinstance(read_to, int | float):
+        read_to = None if heard is None else max(heard.values(), default=0.0)
+    return dict(state.get("open", {})), heard, read_to
 
 
 @dg.sensor(
@@ -337,8 +363,8 @@ def _load(cursor: str | None) -> tuple[dict[str, str], dict[str, float] | None]:
     "and once when it recovers (ALERT_WEBHOOK_URL, or a log line).",
 )
 def catalog_alerts(context: dg.SensorEvaluationContext, notifier: Notifier) -> dg.SensorResult:
-    open_incidents, heard_until = _load(context.cursor)
-    runs = finished_runs(context.instance, open_incidents, context.repository_def)
+    open_incidents, heard_until, read_to = _load(context.cursor)
+    runs = finished_runs(context.instance, open_incidents, context.repository_def, read_to)
     current = run_incidents(context.instance, runs)
     retired: dict[str, str] = {}
     if context.repository_def is not None:
@@ -384,6 +410,12 @@ def catalog_alerts(context: dg.SensorEvaluationContext, notifier: Notifier) -> d
         ):
             stored.pop(key, None)
             sent.append(f"closed {key}")
+    # A run incident whose message did not go out must hear its runs again, however many
+    # finish before the next tick: that tick reads from where this one did.
+    resent = unheard or any(k in stored for k in transitions.resolved if not k.startswith("check:"))
+    if not (resent and read_to is not None):
+        read = [o.record.update_timestamp.timestamp() for heard in runs.values() for o in heard]
+        read_to = max([read_to or 0.0, *read])
     summary = "; ".join(sent) or f"no change ({len(stored)} open incidents)"
-    cursor = json.dumps({"open": stored, "runs_heard_until": heard_now})
+    cursor = json.dumps({"open": stored, "runs_heard_until": heard_now, "runs_read_to": read_to})
     return dg.SensorResult(skip_reason=summary, cursor=cursor)

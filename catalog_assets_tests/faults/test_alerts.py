@@ -11,7 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
+from dagster._core.events import DagsterEvent, DagsterEventType
+from dagster._core.utils import make_new_run_id
 
+from catalog_assets import alerts
 from catalog_assets.alerts import catalog_alerts
 from catalog_assets.assets.tec_delivery import MAX_ATTEMPTS
 from catalog_assets.notifier import Notifier
@@ -338,3 +341,158 @@ def test_a_tick_does_not_reread_the_event_logs_of_runs_it_already_judged(platfor
         platform.instance.all_logs = all_logs
     assert sent == []
     assert len(reads) <= 2, f"{len(reads)} event-log reads on a tick with nothing new"
+
+
+def started(platform, job_name: str = "", assets: tuple[str, ...] = ()) -> dg.DagsterRun:
+    """A run created and started now, and finished later by `finish`: a long full resync, or
+    one from the asset graph when `assets` are given."""
+    keys = frozenset(dg.AssetKey(a) for a in assets) or None
+    if keys:
+        job = platform.defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
+    else:
+        job = platform.defs.resolve_job_def(job_name)
+    return platform.instance.create_run_for_job(
+        job, asset_selection=keys, status=dg.DagsterRunStatus.STARTED
+    )
+
+
+def finish(platform, run: dg.DagsterRun, failure: str | None = None) -> None:
+    """The last event the run's worker writes (Dagster's run monitoring, for a killed one)."""
+    if failure:
+        platform.instance.report_run_failed(run, message=failure)
+    else:
+        event = DagsterEvent(DagsterEventType.RUN_SUCCESS.value, job_name=run.job_name)
+        platform.instance.report_dagster_event(event, run_id=run.run_id)
+
+
+@pytest.fixture
+def window(monkeypatch) -> int:
+    """The last 20 runs to finish instead of `RECENT_RUNS`, so 20 runs push one out of them,
+    not 200 (each run's event log is a SQLite file of its own on this instance, 0.1 s for the
+    leak guard to read back); and no slack for runs stored late: what is found is found by
+    design, not by timing."""
+    monkeypatch.setattr(alerts, "RECENT_RUNS", 20)
+    monkeypatch.setattr(alerts, "READ_AGAIN_SECONDS", 0.0, raising=False)
+    return 20
+
+
+def outlet_health_runs(platform, n: int) -> list[dg.DagsterRun]:
+    """An outage at every outlet at once (or its end): each outlet's verdict changes, and
+    `outlet_monitor_sensor` starts one small `outlet_health_job` run per outlet, while a long
+    run goes on; `succeed` finishes them. Only their run records matter here: written
+    directly, they cost no event log (a SQLite file of its own per run on this instance)."""
+    return [
+        platform.instance.add_run(
+            dg.DagsterRun(
+                job_name="outlet_health_job",
+                run_id=make_new_run_id(),
+                status=dg.DagsterRunStatus.STARTED,
+                tags={"dagster/partition": f"outlet-{i:03}"},
+            )
+        )
+        for i in range(n)
+    ]
+
+
+def succeed(platform, runs: list[dg.DagsterRun]) -> None:
+    for run in runs:
+        success = DagsterEvent(DagsterEventType.RUN_SUCCESS.value, job_name=run.job_name)
+        platform.instance.handle_run_event(run.run_id, success)
+
+
+@pytest.mark.parametrize(
+    "assets, alert",
+    [
+        ((), "job full_resync failed"),
+        (("tec_delivery_products",), "materializing tec_delivery_products from the UI failed"),
+    ],
+    ids=["job", "asset-graph"],
+)
+def test_a_long_run_that_fails_amid_many_short_ones_is_alerted(
+    platform, slack, ledger, window, assets, alert
+):
+    """A full resync (or a re-push from the UI) takes its time; meanwhile 200+ outlets change
+    verdict together and a health run starts for each. The resync fails, then they finish,
+    all between two ticks: it is neither among the last `RECENT_RUNS` runs started nor among
+    the last to finish, but it is its job's (asset's) latest run, and failed: one alert."""
+    assert platform.run("full_resync").success
+    cursor, _ = tick(platform, slack, None)
+    long = started(platform, "full_resync", assets)
+    health = outlet_health_runs(platform, window)
+    ledger.fault("a long run failing amid more outlet health runs than the window holds")
+    finish(platform, long, failure="run worker killed mid-push (OOM)")
+    succeed(platform, health)
+    cursor, sent = tick(platform, slack, cursor)
+    assert len(sent) == 1, sent
+    assert alert in sent[0] and long.run_id in sent[0] and "killed mid-push (OOM)" in sent[0]
+    cursor, sent = tick(platform, slack, cursor)
+    assert sent == [] and len(json.loads(cursor)["open"]) == 1
+
+
+def test_an_asset_incident_recovers_by_a_long_run_after_many_short_ones(
+    platform, slack, ledger, window
+):
+    """A re-push from the UI failed, so `materialize:tec_delivery_products` is open. The full
+    resync that fixes it succeeds after an outage's outlet health runs, on a tick the alert
+    channel is down; as many more (the outlets are back) finish before the next tick. The
+    recovery must still be announced, once."""
+    assert platform.run("full_resync").success
+    cursor, _ = tick(platform, slack, None)
+    repush = started(platform, assets=("tec_delivery_products",))
+    finish(platform, repush, failure="Push of products stopped: Tec.Delivery answered 503")
+    cursor, [opened] = tick(platform, slack, cursor)
+    assert "materializing tec_delivery_products from the UI failed" in opened
+
+    long = started(platform, "full_resync")
+    succeed(platform, outlet_health_runs(platform, window))
+    finish(platform, long)
+    slack.up = False
+    ledger.fault("alert webhook down (503) when a long run recovers an asset")
+    cursor, sent = tick(platform, slack, cursor)
+    assert sent == []
+    succeed(platform, outlet_health_runs(platform, window))
+    slack.up = True
+    cursor, sent = tick(platform, slack, cursor)
+    assert len(sent) == 1 and "recovered: materialize:tec_delivery_products" in sent[0], sent
+    cursor, sent = tick(platform, slack, cursor)
+    assert sent == [] and json.loads(cursor)["open"] == {}
+
+
+def test_a_success_heard_is_not_overruled_by_a_run_that_finished_before_it(platform, slack, window):
+    """Runs of one asset from a job and from the asset graph take turns in the store's pool:
+    a re-push from the UI, started after the full resync (and after an outage's outlet health
+    runs), fails before the resync succeeds. Once heard, the resync's success stands: a later tick
+    must not judge the asset by the re-push alone and open its incident again."""
+    assert platform.run("full_resync").success
+    cursor, _ = tick(platform, slack, None)
+    long = started(platform, "full_resync")
+    succeed(platform, outlet_health_runs(platform, window))
+    repush = started(platform, assets=("tec_delivery_products",))
+    finish(platform, repush, failure="Push of products stopped: Tec.Delivery answered 503")
+    cursor, [opened] = tick(platform, slack, cursor)
+    assert "materializing tec_delivery_products from the UI failed" in opened
+    finish(platform, long)
+    cursor, sent = tick(platform, slack, cursor)
+    assert len(sent) == 1 and "recovered: materialize:tec_delivery_products" in sent[0], sent
+    succeed(platform, outlet_health_runs(platform, 1))
+    for _ in range(2):
+        cursor, sent = tick(platform, slack, cursor)
+        assert sent == [] and json.loads(cursor)["open"] == {}
+
+
+def test_a_cursor_kept_before_runs_were_read_by_time_still_hears_a_long_run(
+    platform, slack, window
+):
+    """A cursor from before `runs_read_to` was kept: the first tick after the upgrade reads
+    every run that finished after the latest one its incident keys heard."""
+    assert platform.run("full_resync").success
+    cursor, _ = tick(platform, slack, None)
+    state = json.loads(cursor)
+    del state["runs_read_to"]
+    long = started(platform, "full_resync")
+    health = outlet_health_runs(platform, window)
+    finish(platform, long, failure="run worker killed mid-push (OOM)")
+    succeed(platform, health)
+    cursor, sent = tick(platform, slack, json.dumps(state))
+    assert len(sent) == 1 and "job full_resync failed" in sent[0], sent
+    assert "runs_read_to" in json.loads(cursor)
