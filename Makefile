@@ -20,8 +20,10 @@ lint: setup
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 
+# Two workers: the tests wait on loopback servers and child processes as much as on the CPU,
+# so on 2 cores this halves the wall time (~8-9 min serial, under 5 with -n 2).
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 demo: setup
 	bash scripts/demo.sh

@@ -14,6 +14,20 @@ from catalog_assets.emulators import Catalog, OneCEmulator, TecDeliveryEmulator,
 from catalog_assets.onec.client import OneCCatalogClient
 from catalog_assets.storage import CatalogStore
 from catalog_assets.tec_delivery.client import TecDeliveryClient
+from catalog_assets_tests.faults.ledger import LEDGER
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist: a test worker finished; add its fault-suite counts to the summary."""
+    raw = getattr(node, "workeroutput", {}).get("fault_ledger")
+    if raw:
+        LEDGER.add(raw)
+
+
+def pytest_terminal_summary(terminalreporter):
+    LEDGER.report(terminalreporter)
+
 
 TOKEN = "tok-7f3a9c1e-SECRET-do-not-leak"
 ONEC_PASSWORD = "pw-1c-SECRET-b64e"

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from catalog_assets_tests.conftest import ONEC_PASSWORD, TOKEN, Platform
+from catalog_assets_tests.faults.ledger import LEDGER, Ledger
 
 WEBHOOK_SECRET = "whs-5d1e-SECRET-hook-0a9b"
 SECRETS = {
@@ -30,44 +30,11 @@ SECRETS = {
 }
 
 
-@dataclass
-class Ledger:
-    faults: dict[str, int] = field(default_factory=dict)
-    bad_inputs: dict[str, int] = field(default_factory=dict)
-    items_checked: int = 0
-    items_lost: int = 0
-
-    def fault(self, kind: str, n: int = 1) -> None:
-        self.faults[kind] = self.faults.get(kind, 0) + n
-
-    def bad_input(self, kind: str, n: int = 1) -> None:
-        self.bad_inputs[kind] = self.bad_inputs.get(kind, 0) + n
-
-    def settle(self, expected: set[str], delivered: set[str]) -> set[str]:
-        """Record how many expected items reached Tec.Delivery; return the ones that did not."""
-        lost = expected - delivered
-        self.items_checked += len(expected)
-        self.items_lost += len(lost)
-        return lost
-
-
-LEDGER = Ledger()
-
-
-def pytest_terminal_summary(terminalreporter):
-    if not (LEDGER.faults or LEDGER.bad_inputs):
-        return
-    terminalreporter.write_sep("-", "fault-injection ledger")
-    terminalreporter.write_line(
-        f"faults injected: {sum(LEDGER.faults.values())} {dict(sorted(LEDGER.faults.items()))}"
-    )
-    terminalreporter.write_line(
-        f"bad inputs tried: {sum(LEDGER.bad_inputs.values())} "
-        f"{dict(sorted(LEDGER.bad_inputs.items()))}"
-    )
-    terminalreporter.write_line(
-        f"items checked for delivery: {LEDGER.items_checked}, items lost: {LEDGER.items_lost}"
-    )
+def pytest_sessionfinish(session):
+    """A test worker (pytest-xdist) hands its counts to the controller, which prints the sum."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["fault_ledger"] = LEDGER.dumps()
 
 
 @pytest.fixture
