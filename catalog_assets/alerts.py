@@ -245,12 +245,18 @@ def failures_between_ticks(
         if outcomes[0].failed:
             continue
         failing = key in open_incidents
+        opened: Outcome | None = None
         for outcome in sorted(outcomes, key=lambda o: finished_at(o.record)):
             if finished_at(outcome.record) <= heard_until.get(key, 0.0):
                 continue
             if outcome.failed and not failing:
-                hidden[key] = _run_problem(instance, key, outcome.record)
+                opened = outcome
             failing = outcome.failed
+        # Only the last one's text (an event-log read): a job that flapped while the alert
+        # channel was down would cost one per flap on every tick until it is back, each a miss
+        # once the flaps outnumber the failed-run cache.
+        if opened is not None:
+            hidden[key] = _run_problem(instance, key, opened.record)
     return hidden
 
 
@@ -413,9 +419,14 @@ def catalog_alerts(context: dg.SensorEvaluationContext, notifier: Notifier) -> d
     # A run incident whose message did not go out must hear its runs again, however many
     # finish before the next tick: that tick reads from where this one did.
     resent = unheard or any(k in stored for k in transitions.resolved if not k.startswith("check:"))
-    if not (resent and read_to is not None):
-        read = [o.record.update_timestamp.timestamp() for heard in runs.values() for o in heard]
+    read = [o.record.update_timestamp.timestamp() for heard in runs.values() for o in heard]
+    if not resent:
         read_to = max([read_to or 0.0, *read])
+    elif read_to is None:
+        # The first tick read only the window, from its oldest run: so does the next (from a
+        # microsecond before it, `updated_after` being strict), or the runs finishing meanwhile
+        # push the one behind the undelivered message out of its window, unheard for ever.
+        read_to = min(read) - 1e-6 if read else 0.0
     summary = "; ".join(sent) or f"no change ({len(stored)} open incidents)"
     cursor = json.dumps({"open": stored, "runs_heard_until": heard_now, "runs_read_to": read_to})
     return dg.SensorResult(skip_reason=summary, cursor=cursor)

@@ -496,3 +496,71 @@ def test_a_cursor_kept_before_runs_were_read_by_time_still_hears_a_long_run(
     cursor, sent = tick(platform, slack, json.dumps(state))
     assert len(sent) == 1 and "job full_resync failed" in sent[0], sent
     assert "runs_read_to" in json.loads(cursor)
+
+
+def test_a_failure_the_first_tick_could_not_deliver_is_heard_after_many_runs(
+    platform, slack, ledger, window
+):
+    """The sensor's first tick (no cursor yet: a new deployment, or a reset) finds a job's
+    latest run failed (the night's resync, long before the runs that finished since), and the
+    alert channel is down. Before the next tick an outage's outlet health runs finish, more
+    than the window holds. The failure must still go out, once: the next tick reads again
+    what this one read."""
+    resync = started(platform, "full_resync")
+    finish(platform, resync, failure="run worker killed mid-push (OOM)")
+    slack.up = False
+    ledger.fault("alert webhook down (503) on the sensor's first tick")
+    cursor, sent = tick(platform, slack, None)
+    assert sent == [] and json.loads(cursor)["open"] == {}
+    succeed(platform, outlet_health_runs(platform, window))
+    slack.up = True
+    cursor, sent = tick(platform, slack, cursor)
+    assert len(sent) == 1 and "job full_resync failed" in sent[0], sent
+    assert resync.run_id in sent[0] and "killed mid-push (OOM)" in sent[0]
+    cursor, sent = tick(platform, slack, cursor)
+    assert sent == [] and list(json.loads(cursor)["open"]) == ["run:full_resync"]
+
+
+def test_a_job_that_flapped_while_the_channel_was_down_costs_one_event_log_read(
+    platform, slack, ledger, monkeypatch
+):
+    """1C comes and goes while the alert channel is down for days: `incremental_sync` fails and
+    succeeds in turn, more often than the failed-run cache holds (4 here, for 4 * RECENT_RUNS).
+    Every tick of the outage judges all those runs again (the failure is not heard yet), but
+    one message goes out, quoting the last failure: a tick reads that run's event log, not one
+    per flap, and the next tick none (one per flap, past the cache, would be every run's, every
+    30 s, for as long as the outage lasts)."""
+    monkeypatch.setattr(alerts, "_FAILED_RUNS", {})
+    monkeypatch.setattr(alerts, "_FAILED_RUNS_LIMIT", 4)
+    cursor, _ = tick(platform, slack, None)
+    slack.up = False
+    ledger.fault("alert webhook down (503) while 1C comes and goes", 6)
+    for i in range(6):
+        failed, succeeded = (
+            platform.instance.add_run(
+                dg.DagsterRun(
+                    job_name="incremental_sync",
+                    run_id=make_new_run_id(),
+                    status=dg.DagsterRunStatus.STARTED,
+                )
+            )
+            for _ in range(2)
+        )
+        finish(platform, failed, failure=f"1C answered HTTP 500 (flap {i})")
+        succeed(platform, [succeeded])
+
+    reads: list[str] = []
+    all_logs = platform.instance.all_logs
+    monkeypatch.setattr(
+        platform.instance,
+        "all_logs",
+        lambda run_id, *a, **k: reads.append(run_id) or all_logs(run_id, *a, **k),
+    )
+    for expected in (1, 0):
+        reads.clear()
+        cursor, sent = tick(platform, slack, cursor)
+        assert sent == [] and len(reads) <= expected, f"{len(reads)} event-log reads"
+    slack.up = True
+    cursor, sent = tick(platform, slack, cursor)
+    assert len(sent) == 2 and "(flap 5)" in sent[0], sent
+    assert "recovered: run:incremental_sync" in sent[1]
