@@ -55,3 +55,18 @@ def test_a_dead_runs_pool_slot_is_freed_a_minute_after_it_ended(tmp_path, monkey
         assert claimed() == []
     finally:
         instance.dispose()
+
+
+def test_the_dagster_cli_works_in_the_repo_without_dagster_home(tmp_path, monkeypatch):
+    """Without DAGSTER_HOME, Dagster's CLI (`dagster job execute`, `dagster dev`, `dagster job
+    list`) makes a temporary instance configured by the dagster.yaml in the current directory,
+    the repo root for a user following the README: that file must not need DAGSTER_HOME."""
+    from dagster._cli.utils import get_possibly_temporary_instance_for_cli
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    shutil.copy(Path(__file__).parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)
+    with get_possibly_temporary_instance_for_cli("dagster job execute") as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        assert {"key": "catalog/sync", "limit": 1} in limits

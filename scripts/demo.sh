@@ -3,6 +3,7 @@
 # instance, then `dagster dev` so the run, the asset graph and the sensor are in the UI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$PWD"
 VENV_BIN="$PWD/.venv/bin"
 export DAGSTER_HOME="$PWD/.demo/dagster_home"
 export ONEC_BASE_URL="http://127.0.0.1:${ONEC_PORT:-8081}"
@@ -66,8 +67,11 @@ curl -fs "$WEBHOOK_BASE/healthz" >/dev/null || { cat .demo/webhooks.log; exit 1;
 
 echo "== full_resync against the emulators (recorded in $DAGSTER_HOME)"
 status=0
-"$VENV_BIN/dagster" job execute -m catalog_assets.definitions -j full_resync \
-  > .demo/full_resync.log 2>&1 || status=$?
+# Dagster's CLI loads `.env` from its current directory over the environment: run from the
+# instance directory, so a `.env` in the repo root (the real 1C and Tec.Delivery, as
+# .env.example suggests) cannot turn the demo's sync against them or another DuckDB file.
+(cd "$DAGSTER_HOME" && "$VENV_BIN/dagster" job execute -m catalog_assets.definitions -d "$ROOT" \
+  -j full_resync) > .demo/full_resync.log 2>&1 || status=$?
 grep -E "RUN_SUCCESS|RUN_FAILURE|pushed|fetched|published|STEP_FAILURE" .demo/full_resync.log || true
 if [ "$status" -ne 0 ]; then
   echo "full_resync failed (exit $status); the whole log is in .demo/full_resync.log" >&2
@@ -97,4 +101,5 @@ cat <<MSG
    See what Tec.Delivery received:  curl http://127.0.0.1:${TEC_PORT:-8082}/admin/requests
    Pull as an outlet:  curl -H "Authorization: Bearer $OUTLET_SPB_002_TOKEN" "$OUTLET_API/v1/outlets/spb-002/changes?entity=prices&limit=5"
 MSG
-"$VENV_BIN/dagster" dev -m catalog_assets.definitions -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"
+cd "$DAGSTER_HOME"  # not the repo root, for its `.env` (above)
+"$VENV_BIN/dagster" dev -m catalog_assets.definitions -d "$ROOT" -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"
