@@ -142,15 +142,22 @@ def test_sensor_starts_no_runs_for_a_record_it_already_quarantined(platform):
     assert isinstance(tick(platform), dg.SensorResult)  # served otherwise: a change again
 
 
+def bulk_edit_at_cursor(platform) -> list[dict]:
+    """600 products edited within one second (a price-list import) and synced: they sit at the
+    cursor and come back every tick, more than a tick reads. The products, oldest first."""
+    platform.run("full_resync")
+    products = sorted(platform.catalog.products(), key=lambda r: (r["modified_at"], r["id"]))
+    for record in products[:600]:
+        platform.catalog.upsert_product({"id": record["id"], "price": 99}, "2026-08-01T10:00:00")
+    assert platform.run("incremental_sync").success
+    return products
+
+
 def test_sensor_finds_a_change_behind_a_bulk_edit_at_the_cursor(platform):
     """600 products edited within one second (a price-list import) sit at the cursor and come
     back every tick, more than a tick reads: the next tick reads on where the last stopped."""
-    platform.run("full_resync")
     catalog = platform.catalog
-    products = sorted(catalog.products(), key=lambda r: (r["modified_at"], r["id"]))
-    for record in products[:600]:
-        catalog.upsert_product({"id": record["id"], "price": 99}, "2026-08-01T10:00:00")
-    assert platform.run("incremental_sync").success
+    products = bulk_edit_at_cursor(platform)
 
     def ticks(cursor=None):
         with dg.build_sensor_context(
@@ -183,12 +190,8 @@ def test_sensor_sweep_survives_1c_deleting_the_items_it_had_passed(platform):
     """A sweep stopped at offset 500 of 600 records at the cursor; 1C then deletes 200 of them.
     The next tick's page at offset 500 lies past 1C's new `count` (400): the sensor must start
     the sweep again, not fail every tick on a page it calls untrustworthy."""
-    platform.run("full_resync")
     catalog = platform.catalog
-    products = sorted(catalog.products(), key=lambda r: (r["modified_at"], r["id"]))
-    for record in products[:600]:
-        catalog.upsert_product({"id": record["id"], "price": 99}, "2026-08-01T10:00:00")
-    assert platform.run("incremental_sync").success
+    products = bulk_edit_at_cursor(platform)
     with dg.build_sensor_context(
         instance=platform.instance, resources=platform.resources
     ) as context:
