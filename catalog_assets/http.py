@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import urllib3
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import HTTPError, InvalidHeader
 from urllib3.util.retry import Retry
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -55,10 +55,15 @@ class HttpResponse:
 class _CappedRetry(Retry):
     """Retry-After honoured up to `backoff_max`: a server asking for an hour would otherwise
     hold a run, or a sensor tick, an hour per retry. Past the cap the retries still end after
-    `max_retries`, with the server's last answer reported."""
+    `max_retries`, with the server's last answer reported. A Retry-After urllib3 cannot read
+    ("1.5", empty) gets our own backoff: urllib3 would raise InvalidHeader, ending the retries
+    at the first answer and losing its status."""
 
     def get_retry_after(self, response: Any) -> float | None:
-        after = super().get_retry_after(response)
+        try:
+            after = super().get_retry_after(response)
+        except InvalidHeader:
+            return None
         return None if after is None else min(after, self.backoff_max)
 
 
@@ -139,7 +144,7 @@ def decode_json(content: bytes | str) -> Any:
     for what orjson refuses but a sloppy server sends (NaN, Infinity, 1e400), so that one
     record is judged and quarantined on its own instead of costing its whole page, and for
     integers beyond 64 bits, which it keeps exact. Raises ValueError for a body that is not
-    JSON."""
+    JSON, or is nested too deeply to parse."""
     if isinstance(content, str):
         content = content.encode()
     # orjson turns an integer beyond 64 bits into a float, silently; a run of 19+ digits
@@ -151,7 +156,10 @@ def decode_json(content: bytes | str) -> Any:
             return orjson.loads(content)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(content, parse_constant=NonFiniteNumber, parse_float=_parse_float)
+    try:
+        return json.loads(content, parse_constant=NonFiniteNumber, parse_float=_parse_float)
+    except RecursionError:  # nested past orjson's 1,024 levels: as unusable as garbage
+        raise ValueError("JSON nested too deeply") from None
 
 
 _DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")

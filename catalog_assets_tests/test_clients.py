@@ -95,6 +95,31 @@ def test_a_retry_after_longer_than_the_backoff_cap_waits_the_cap():
         assert response.status_code == 200 and time.monotonic() - started < 5
 
 
+# Not RFC 9110 (delay-seconds is an integer), but sent by proxies and frameworks alike.
+@pytest.mark.parametrize("retry_after", ["0.5", "", "later"], ids=["fraction", "empty", "word"])
+def test_a_retry_after_urllib3_cannot_read_is_retried_with_backoff(retry_after):
+    """A 429/503 whose Retry-After is unreadable is still transient: retried with our own
+    backoff, and if it persists, reported with its status, not as a transport failure."""
+    tec_item = [{"external_id": "c", "name": "C", "is_category": True}]
+    with (
+        OneCEmulator(catalog_of(3)).start() as onec,
+        TecDeliveryEmulator(token=TOKEN).start() as tec,
+    ):
+        onec.inject(status=503, headers={"Retry-After": retry_after}, times=1)
+        assert client(onec).fetch_page(type="product", modified_since=EPOCH).count == 3
+        assert onec.request_count == 2
+        tec.inject(status=429, headers={"Retry-After": retry_after}, times=1)
+        tec_client = TecDeliveryClient(
+            url=tec.url, token=TOKEN, backoff_seconds=0.01, max_retries=2
+        )
+        assert tec_client.put_products(tec_item).ok and len(tec.requests) == 2
+
+        tec.inject(status=429, headers={"Retry-After": retry_after}, times=10)
+        outcome = tec_client.put_products(tec_item)
+        assert outcome.http_status == 429 and "HTTP 429" in outcome.error
+        assert len(tec.requests) == 5
+
+
 def test_gives_up_after_retries_naming_the_request_not_the_password():
     with OneCEmulator(catalog_of(3), username="u", password="pw-SECRET").start() as onec:
         onec.inject(status=500, times=10)
@@ -170,6 +195,24 @@ def test_untrustworthy_pages_are_refused_specifically(body, content_type, compla
         onec.inject(status=200, body=body, content_type=content_type)
         with pytest.raises(OneCResponseError, match=complaint):
             client(onec).fetch_page(type="product", modified_since=EPOCH)
+
+
+def test_a_body_nested_too_deeply_to_parse_is_refused_not_a_crash():
+    """orjson stops at 1,024 levels and the standard library's fallback then overflows the
+    stack: such a body is as unusable as one that is not JSON, and must be judged like one."""
+    deep = "[" * 100_000 + "]" * 100_000
+    with (
+        OneCEmulator(catalog_of(1)).start() as onec,
+        TecDeliveryEmulator(token=TOKEN).start() as tec,
+    ):
+        onec.inject(status=200, body=deep, content_type="application/json")
+        with pytest.raises(OneCResponseError, match="not JSON"):
+            client(onec).fetch_page(type="product", modified_since=EPOCH)
+        tec.inject(status=200, body=deep, content_type="application/json")
+        outcome = TecDeliveryClient(url=tec.url, token=TOKEN).put_products(
+            [{"external_id": "c", "name": "C", "is_category": True}]
+        )
+        assert not outcome.ok and "not JSON" in outcome.error
 
 
 def test_a_page_past_the_end_is_an_empty_page_not_garbage():

@@ -34,10 +34,11 @@ DEFAULT_URL = "https://api.tec.delivery/common/merchant/1.0/"
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """`ok` is HTTP 2xx with a JSON body whose `status` (if any) is not an error.
+    """`ok` is HTTP 2xx with a JSON body whose `status` (if any) is not an error and which
+    lists no per-item `errors`.
 
-    `rejected` means the server judged the content (400/413/422, or 2xx with an error status):
-    splitting the batch can isolate the offending item. `fatal` means no batch can succeed
+    `rejected` means the server judged the content (400/409/413/422, or a 2xx with an error
+    status or item errors): splitting the batch can isolate the offending item. `fatal` means no batch can succeed
     (401/403): bisecting would only multiply the failure. Anything else is a transport or
     server failure that retries did not cure.
     """
@@ -141,6 +142,17 @@ class TecDeliveryClient(dg.ConfigurableResource):
                     status,
                     truncate(text, 2000),
                     f"{described}: HTTP {status} with status {reported!r}: {truncate(text, 300)}",
+                    duration,
+                    rejected=True,
+                )
+            # Per-item refusals in a 2xx: those items were not taken, whatever `status` says.
+            errors = payload.get("errors") if isinstance(payload, dict) else None
+            if isinstance(errors, list) and errors:
+                return BatchOutcome(
+                    False,
+                    status,
+                    truncate(text, 2000),
+                    f"{described}: HTTP {status} with {len(errors)} item errors: {truncate(text, 300)}",
                     duration,
                     rejected=True,
                 )

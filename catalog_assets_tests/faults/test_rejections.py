@@ -141,6 +141,32 @@ def test_a_batch_refused_whole_with_200_and_error_status_is_bisected(platform, l
     assert lost == set()
 
 
+def test_a_200_naming_refused_items_in_its_errors_is_not_a_delivery(platform, ledger):
+    """A 2xx that lists per-item `errors` (the shape the emulator's 400 carries) says those
+    items were not taken: recording the batch as delivered would never retry them."""
+    ids = sorted(r["id"] for r in platform.catalog.products())
+    victim = ids[150]
+    platform.tec.inject(
+        status=200,
+        body={
+            "status": "success",
+            "errors": [{"external_id": victim, "error": "image url unreachable"}],
+        },
+        times=1000,
+        match=lambda body: victim in [i.get("external_id") for i in body["payload"]],
+    )
+    ledger.fault("200 with per-item errors", 1)
+    assert platform.run("full_resync").success
+    assert delivered(platform) == live_valid_ids(platform) - {victim}
+    (error,) = platform.query(
+        "SELECT last_error FROM tec_delivery_products WHERE external_id = ?", [victim]
+    )[0]
+    assert error is not None and "image url unreachable" in error
+    platform.tec.clear_faults()
+    assert platform.run("incremental_sync").success
+    assert ledger.settle(live_valid_ids(platform), delivered(platform)) == set()
+
+
 def test_a_product_deleted_after_an_edit_tec_delivery_refused_is_still_disabled(platform):
     """A disable carries the id and `enable: false` only: were it the whole staged record,
     the refused edit (here a relative image path) would make the disable refusable too, and
