@@ -71,10 +71,14 @@ HELD_RETRY_MAX_SECONDS = 900
 HELD_LOOKBACK = 16  # materializations read to count held passes in a row (enough for the cap)
 
 # What staging changed after the steps downstream of it last ran (see the module docstring).
-# A category's removal counts for the tree too: a live child of a removed parent is an orphan.
+# A category's removal counts for the tree too: a live child of a removed parent is an orphan;
+# so does a product staged after it that a category names as its parent (the tree tells a
+# parent that is a product from an unknown one by the products staged).
 DOWNSTREAM_BEHIND = """
 SELECT
-  (SELECT max(greatest(staged_at, removed_at)) FROM onec_categories)
+  greatest((SELECT max(greatest(staged_at, removed_at)) FROM onec_categories),
+           (SELECT max(p.staged_at) FROM onec_products p
+            WHERE p.id IN (SELECT parent FROM onec_categories)))
       > coalesce((SELECT max(computed_at) FROM category_tree), '-infinity'::TIMESTAMP),
   greatest((SELECT max(greatest(staged_at, removed_at)) FROM onec_categories),
            (SELECT max(greatest(staged_at, removed_at)) FROM onec_products),

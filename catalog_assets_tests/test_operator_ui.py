@@ -195,6 +195,29 @@ def test_a_removal_staged_without_the_tree_starts_a_run_that_recomputes_it(platf
     assert platform.query(f"SELECT status FROM category_tree WHERE id = '{child}'") == [("orphan",)]
 
 
+def test_a_parent_product_staged_after_the_tree_starts_a_run_that_recomputes_it(platform):
+    """A category under a product is flagged `parent_is_product` only if the tree sees the
+    product staged. The operator materializes the graph from the left, one asset at a time:
+    the tree before the products, then the pushes and the snapshot. The tree calls the parent
+    "not a known category" (an operator then looks in 1C for a category that never existed),
+    and nothing downstream is behind, so the sensor must see the tree is: else it stays wrong,
+    every check consistent with it, until 1C edits a category."""
+    product = platform.catalog.products()[0]["id"]
+    platform.catalog.upsert_category("under-product", product, "Под товаром")
+    for asset in SYNC_ASSETS:  # left to right, as the graph shows them
+        assert materialize_from_ui(platform, asset).success
+    flagged = "SELECT status FROM category_tree WHERE id = 'under-product'"
+    assert platform.query(flagged) == [("orphan",)]
+
+    with dg.build_sensor_context(
+        instance=platform.instance, resources=platform.resources
+    ) as context:
+        outcome = onec_change_sensor(context)
+    assert isinstance(outcome, dg.SensorResult) and outcome.run_requests, outcome
+    assert platform.run("incremental_sync").success
+    assert platform.query(flagged) == [("parent_is_product",)]
+
+
 def test_a_check_run_from_the_ui_does_not_close_a_failed_push_incident(platform):
     """As above, but the operator then executes a check from the UI ("Execute" on
     `outlet_is_live`): a run of the implicit asset job that selects no asset at all. It
