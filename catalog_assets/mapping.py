@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,10 @@ from typing import Any
 import orjson
 
 ROOT_PARENT = "0"
+# 1C's empty reference (ПустаяСсылка): how a service that writes references as they are says
+# "no parent". No item can have it as its own id, so it is the root, like "0", "" and null.
+EMPTY_REFERENCE = "00000000-0000-0000-0000-000000000000"
+NO_PARENT = (None, "", ROOT_PARENT, EMPTY_REFERENCE)
 EPOCH = "1970-01-01T00:00:00"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
@@ -105,7 +110,24 @@ def _stdlib_canonical(record: Any) -> str:
 
 def _non_finite_at(value: Any, path: str = "") -> str | None:
     """Where a NaN or Infinity sits in a record (`description`, `info[2]`), if anywhere."""
-    if isinstance(value, float) and not math.isfinite(value):
+    return _first_at(value, lambda v: isinstance(v, float) and not math.isfinite(v), path)
+
+
+def _lone_surrogate_at(value: Any) -> str | None:
+    """Where a string holding a lone UTF-16 surrogate sits in a record, if anywhere."""
+    return _first_at(value, lambda v: isinstance(v, str) and not _encodes(v))
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _first_at(value: Any, bad: Callable[[Any], bool], path: str = "") -> str | None:
+    if bad(value):
         return path or "value"
     if isinstance(value, dict):
         children = [(f"{path}.{key}" if path else str(key), item) for key, item in value.items()]
@@ -114,7 +136,7 @@ def _non_finite_at(value: Any, path: str = "") -> str | None:
     else:
         return None
     for where, item in children:
-        if found := _non_finite_at(item, where):
+        if found := _first_at(item, bad, where):
             return found
     return None
 
@@ -145,10 +167,24 @@ def validate_record(record: Any, expected_type: str) -> StagedRecord | Rejection
     """Accept a record for staging, or say exactly why not.
 
     Rejected here: not an object, no id, wrong type, no name, a timestamp that does not parse,
-    a non-numeric price or stock. Problems that need the whole catalog to see (unknown
-    parent, cycles, a parent that is a product) are judged later, in `category_tree`.
+    a non-numeric price or stock, a lone UTF-16 surrogate. Problems that need the whole catalog
+    to see (unknown parent, cycles, a parent that is a product) are judged later, in
+    `category_tree`.
     """
     raw = canonical_json(record) if isinstance(record, dict) else json.dumps(record, default=str)
+    try:
+        digest = hash_canonical(raw)
+    except UnicodeEncodeError:
+        # A lone UTF-16 surrogate (1C escaping non-ASCII as `\\uXXXX`, a name cut mid-emoji at
+        # its field's length): JSON syntax, not Unicode, so neither DuckDB nor Tec.Delivery can
+        # take it. The raw text keeps it escaped, so the quarantine row can hold it.
+        where = (_lone_surrogate_at(record) or "value").encode("utf-8", "backslashreplace")
+        raw = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        record_id = record.get("id") if isinstance(record, dict) else None
+        usable_id = record_id if isinstance(record_id, str) and _encodes(record_id) else None
+        return Rejection(
+            usable_id, f"{where.decode()} holds a lone UTF-16 surrogate, not text", raw
+        )
     if not isinstance(record, dict):
         return Rejection(None, f"record is not a JSON object: {raw[:80]}", raw)
     record_id = record.get("id")
@@ -161,7 +197,7 @@ def validate_record(record: Any, expected_type: str) -> StagedRecord | Rejection
         if not isinstance(name, str) or not name.strip():
             raise ValueError("record has no name")
         parent = record.get("parent")
-        parent = ROOT_PARENT if parent in (None, "") else parent
+        parent = ROOT_PARENT if parent in NO_PARENT else parent
         if not isinstance(parent, str):
             raise ValueError(f"parent must be a string id, got {parent!r}")
         if parent == record_id:
@@ -186,7 +222,7 @@ def validate_record(record: Any, expected_type: str) -> StagedRecord | Rejection
         price=price,
         stock=stock,
         record_json=raw,
-        content_hash=hash_canonical(raw),
+        content_hash=digest,
     )
 
 
@@ -218,7 +254,7 @@ def category_item(record: dict[str, Any], enable: bool | None = None) -> dict[st
     """Seed: external_id <- id, external_parent_id <- parent (absent for roots), name."""
     item: dict[str, Any] = {"external_id": record["id"]}
     parent = record.get("parent")
-    if parent not in (None, "", ROOT_PARENT):
+    if parent not in NO_PARENT:
         item["external_parent_id"] = parent
     item["name"] = record["name"]
     item["is_category"] = True
@@ -236,7 +272,7 @@ def product_item(
     """
     item: dict[str, Any] = {"external_id": record["id"]}
     parent = record.get("parent")
-    if parent not in (None, "", ROOT_PARENT):
+    if parent not in NO_PARENT:
         item["external_parent_id"] = parent
     item["name"] = record["name"]
     if record.get("description"):

@@ -215,6 +215,17 @@ def test_a_body_nested_too_deeply_to_parse_is_refused_not_a_crash():
         assert not outcome.ok and "not JSON" in outcome.error
 
 
+def test_a_page_with_a_byte_order_mark_or_as_plain_text_is_a_page():
+    """1C's HTTP services write a UTF-8 byte order mark unless told not to, and a hand-set
+    Content-Type may say text/plain: the body is still the page (RFC 8259 8.1)."""
+    catalog = catalog_of(3)
+    with OneCEmulator(catalog).start() as onec:
+        body = catalog.query_json(type="product", modified_since=EPOCH)
+        onec.inject(status=200, body=b"\xef\xbb\xbf" + body, content_type="text/plain")
+        page = client(onec).fetch_page(type="product", modified_since=EPOCH)
+        assert (page.count, page.records) == (3, catalog.products())
+
+
 def test_a_page_past_the_end_is_an_empty_page_not_garbage():
     """`offset` beyond `count` (1C deleted records since the offset was planned) is answered
     with the true `count` and no records: a valid page, not a `count` contradicting `data`."""

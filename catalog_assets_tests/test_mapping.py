@@ -37,9 +37,14 @@ SEED_PRODUCT = {
 }
 
 
-def test_root_category_has_no_parent_field():
-    item = category_item({"id": "9b2a", "parent": "0", "name": "Алкогольная продукция"})
+@pytest.mark.parametrize("root", ["0", "", None, "00000000-0000-0000-0000-000000000000"])
+def test_root_category_has_no_parent_field(root):
+    """The seed's "0", and how else 1C says "no parent": empty, null, its empty reference."""
+    record = {"id": "9b2a", "parent": root, "name": "Алкогольная продукция", "type": "category"}
+    item = category_item(record)
     assert item == {"external_id": "9b2a", "name": "Алкогольная продукция", "is_category": True}
+    assert "external_parent_id" not in product_item(dict(SEED_PRODUCT, parent=root))
+    assert validate_record(record, "category").parent == "0"
 
 
 def test_child_category_carries_its_parent():
@@ -168,6 +173,8 @@ def test_hash_ignores_key_order_and_sees_every_value():
         (dict(SEED_PRODUCT, modified_at="13.02.2026"), "is not in the form"),
         (dict(SEED_PRODUCT, type="category"), "expected 'product'"),
         (dict(SEED_PRODUCT, parent=SEED_PRODUCT["id"]), "its own parent"),
+        (dict(SEED_PRODUCT, name="Рис \ud83c"), "name holds a lone UTF-16 surrogate"),
+        (dict(SEED_PRODUCT, info=[{"v": "\udc00"}]), "info[0].v holds a lone"),
     ],
 )
 def test_bad_records_are_rejected_with_a_reason(record, reason):
@@ -175,6 +182,14 @@ def test_bad_records_are_rejected_with_a_reason(record, reason):
     assert isinstance(result, Rejection)
     assert reason in result.reason
     assert result.raw  # the raw record is kept whole for the quarantine table
+    result.raw.encode(), result.reason.encode()  # and storable: valid Unicode
+
+
+def test_a_lone_surrogate_in_the_id_leaves_the_record_without_a_usable_id():
+    result = validate_record(dict(SEED_PRODUCT, id="b01a\ud83c"), "product")
+    assert isinstance(result, Rejection) and result.record_id is None
+    assert "id holds a lone UTF-16 surrogate" in result.reason
+    assert json.loads(result.raw)["id"] == "b01a\ud83c"  # escaped, not lost
 
 
 def test_good_record_is_staged_with_numbers_and_hash():

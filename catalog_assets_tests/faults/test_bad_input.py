@@ -261,3 +261,60 @@ def test_an_unusable_walk_page_is_quarantined_and_the_walk_goes_on(platform, led
     second = platform.run("full_resync")  # 1C answers properly again
     assert materializations(second, "onec_categories")["pass_consistent"] is True
     assert checks(second)[("onec_categories", "no_quarantined_records")].passed
+
+
+def test_a_cut_emoji_is_quarantined_and_the_rest_syncs(platform, ledger):
+    """1C writing non-ASCII as `\\uXXXX` escapes (ЭкранированиеСимволовJSON.СимволыВнеASCII)
+    serves a name cut mid-emoji at its field's length as a lone surrogate: valid JSON
+    syntax, but not Unicode, so DuckDB and Tec.Delivery cannot take it. That record is
+    quarantined by id; the run, and the records after it, go on."""
+    assert platform.run("full_resync").success
+    (cursor,) = platform.query("SELECT modified_since FROM sync_cursors WHERE entity = 'products'")[
+        0
+    ]
+    later = "2026-12-01T00:00:00"
+    platform.catalog.upsert_product(
+        {"id": "cut-emoji", "parent": "0", "name": "CUT-NAME", "price": 1}, later
+    )
+    platform.catalog.upsert_product(
+        {"id": "after-it", "parent": "0", "name": "Ок", "price": 2}, later
+    )
+    page = platform.catalog.query_json(type="product", modified_since=cursor, limit=100)
+    platform.onec.inject(
+        status=200,
+        body=page.replace(b'"CUT-NAME"', b'"\\u041f\\u0438\\u0446\\u0446\\u0430 \\ud83c"'),
+        content_type="application/json; charset=utf-8",
+        match=lambda q: q.get("type") == "product" and q.get("offset") == "0",
+    )
+    ledger.bad_input("lone surrogate")
+
+    result = platform.run("incremental_sync", raise_on_error=False)
+    assert result.success
+    reason = platform.query(
+        "SELECT reason FROM quarantine WHERE record_key = 'cut-emoji' AND resolved_at IS NULL"
+    )
+    assert reason and "surrogate" in reason[0][0]
+    assert "after-it" in delivered(platform)
+
+
+def test_1c_empty_reference_as_parent_is_the_root(platform, ledger):
+    """1C's empty reference (ПустаяСсылка, the all-zero GUID) is what `parent` holds for an
+    item at the top when a service writes the reference as it is, rather than the seed's
+    "0": the same root, never a category that could be missing."""
+    empty = "00000000-0000-0000-0000-000000000000"
+    platform.catalog.upsert_category("top-by-empty-ref", empty, "Верх", T)
+    platform.catalog.upsert_product(
+        {"id": "under-it", "parent": "top-by-empty-ref", "name": "Товар", "price": 1}, T
+    )
+    platform.catalog.upsert_product({"id": "at-root", "parent": empty, "name": "Корень"}, T)
+    ledger.bad_input("empty reference as parent", 2)
+
+    result = platform.run("full_resync")
+    assert result.success
+    assert platform.query("SELECT status FROM category_tree WHERE id = 'top-by-empty-ref'") == [
+        ("ok",)
+    ]
+    assert "external_parent_id" not in platform.tec.categories["top-by-empty-ref"]
+    assert "external_parent_id" not in platform.tec.products["at-root"]
+    assert platform.tec.products["under-it"]["external_parent_id"] == "top-by-empty-ref"
+    assert checks(result)[("tec_delivery_products", "no_held_back_items")].passed
