@@ -171,7 +171,12 @@ def validate_record(record: Any, expected_type: str) -> StagedRecord | Rejection
     to see (unknown parent, cycles, a parent that is a product) are judged later, in
     `category_tree`.
     """
-    raw = canonical_json(record) if isinstance(record, dict) else json.dumps(record, default=str)
+    try:
+        raw = (
+            canonical_json(record) if isinstance(record, dict) else json.dumps(record, default=str)
+        )
+    except RecursionError:
+        return _too_deep(record)
     try:
         digest = hash_canonical(raw)
     except UnicodeEncodeError:
@@ -224,6 +229,22 @@ def validate_record(record: Any, expected_type: str) -> StagedRecord | Rejection
         record_json=raw,
         content_hash=digest,
     )
+
+
+def _too_deep(record: Any) -> Rejection:
+    """orjson reads 1,024 levels but writes 255, and the standard library's writer it falls back
+    on overflows Python's stack near 1,000: a record between the two parses but cannot be
+    written, so it can be neither staged nor kept whole. Its top-level scalars (id, name, …)
+    are kept, so the quarantine row says which record 1C must fix."""
+    fields = record if isinstance(record, dict) else {}
+    nested = sorted(str(k) for k, v in fields.items() if isinstance(v, dict | list))
+    kept = {k: v for k, v in fields.items() if not isinstance(v, dict | list)}
+    record_id = kept.get("id")
+    usable_id = record_id if isinstance(record_id, str) and _encodes(record_id) else None
+    where = ", ".join(nested) or "record"
+    # ensure_ascii (the default) escapes a lone surrogate too, so the row can always be stored.
+    raw = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return Rejection(usable_id, f"{where} nested too deeply to store (about 1,000 levels)", raw)
 
 
 def _with_enable(item: dict[str, Any], enable: bool | None) -> dict[str, Any]:

@@ -249,3 +249,14 @@ def test_canonical_json_matches_the_standard_library_text():
     record = dict(SEED_PRODUCT, note='кавычки " и \\ слэш', ratio=0.25, count=10**18, flag=None)
     expected = json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     assert canonical_json(record) == expected
+
+
+def test_a_record_too_deep_to_write_is_rejected_naming_its_field():
+    """Within orjson's 1,024 levels, past what Python can write back: judged, not a crash."""
+    deep: list = []
+    for _ in range(1000):
+        deep = [deep]
+    result = validate_record(dict(SEED_PRODUCT, info=deep), "product")
+    assert isinstance(result, Rejection) and result.record_id == SEED_PRODUCT["id"]
+    assert "info nested too deeply" in result.reason
+    assert json.loads(result.raw)["name"] == SEED_PRODUCT["name"]

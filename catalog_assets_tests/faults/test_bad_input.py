@@ -318,3 +318,38 @@ def test_1c_empty_reference_as_parent_is_the_root(platform, ledger):
     assert "external_parent_id" not in platform.tec.products["at-root"]
     assert platform.tec.products["under-it"]["external_parent_id"] == "top-by-empty-ref"
     assert checks(result)[("tec_delivery_products", "no_held_back_items")].passed
+
+
+def test_a_record_nested_deeper_than_python_can_write_is_quarantined(platform, ledger):
+    """orjson reads 1,024 levels but writes only 255, handing a deeper record to the standard
+    library's writer, which overflows Python's stack near 1,000: a record within orjson's limit
+    but past that one must be judged on its own, like a body nested past orjson's limit, not
+    crash the run (and every later run, which reads it again at the held cursor)."""
+    assert platform.run("full_resync").success
+    (cursor,) = platform.query("SELECT modified_since FROM sync_cursors WHERE entity = 'products'")[
+        0
+    ]
+    later = "2026-12-01T00:00:00"
+    platform.catalog.upsert_product(
+        {"id": "too-deep", "parent": "0", "name": "Глубоко", "price": 1, "info": "DEEP"}, later
+    )
+    platform.catalog.upsert_product(
+        {"id": "after-it", "parent": "0", "name": "Ок", "price": 2}, later
+    )
+    page = platform.catalog.query_json(type="product", modified_since=cursor, limit=100)
+    platform.onec.inject(
+        status=200,
+        body=page.replace(b'"DEEP"', b"[" * 1000 + b"]" * 1000),
+        content_type="application/json",
+        times=3,
+        match=lambda q: q.get("type") == "product" and q.get("offset") == "0",
+    )
+    ledger.bad_input("record nested 1,000 levels deep")
+
+    result = platform.run("incremental_sync", raise_on_error=False)
+    assert result.success
+    reason = platform.query(
+        "SELECT reason FROM quarantine WHERE record_key = 'too-deep' AND resolved_at IS NULL"
+    )
+    assert reason and "nested" in reason[0][0]
+    assert "after-it" in delivered(platform)
