@@ -33,6 +33,10 @@ logger = logging.getLogger("catalog_assets.webhooks")
 WEBHOOK_PATH = "/tec-delivery/webhook"
 MAX_BODY_BYTES = 1024 * 1024
 MAX_IDS = 10_000
+# How long a connection may sit without sending: the receiver faces the internet, and a peer
+# that connects and goes quiet (or promises more body than it sends) would otherwise hold one
+# server thread for ever. Tec.Delivery's calls are one small POST each.
+IDLE_TIMEOUT_SECONDS = 30.0
 KNOWN_EVENTS = frozenset({"products.processed"})
 
 
@@ -70,8 +74,28 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "catalog-assets-webhooks"
 
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # type: ignore[attr-defined]
+        self.answered = False  # and no new request begun since: a keep-alive connection at rest
+        super().setup()
+
+    def parse_request(self) -> bool:
+        self.answered = False
+        return super().parse_request()
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the default line holds the raw request path, token included."""
+
+    def log_error(self, format: str, *args: Any) -> None:
+        # The one stdlib error line worth keeping (the others quote the request line, token
+        # included): the server closed a connection that stopped sending. Not one that went
+        # quiet after its answer: every HTTP/1.1 client with a connection pool does that.
+        if format.startswith("Request timed out") and not self.answered:
+            logger.warning(
+                "webhook connection from %s closed: idle for %.1f s",
+                self.client_address[0],
+                self.timeout,
+            )
 
     def _reply(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
@@ -80,6 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+        self.answered = True
 
     def _refuse(self, status: int, reason: str) -> None:
         logger.warning(
@@ -135,8 +160,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             parsed = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            self._refuse(400, "body is not JSON")
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            self._refuse(400, "body is not JSON (or nested too deeply)")
+            return
+        try:  # a `\uXXXX` half of a surrogate pair parses, but no UTF-8 store can hold it
+            json.dumps(parsed, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            self._refuse(400, "body holds a lone UTF-16 surrogate, not text")
             return
         try:
             event, request_id, status, ids = validate_notification(parsed)
@@ -163,13 +193,21 @@ class _Handler(BaseHTTPRequestHandler):
 class WebhookReceiver:
     """The HTTP server on a background thread (tests) or in the foreground (`__main__`)."""
 
-    def __init__(self, secret: str, spool_path: str, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        secret: str,
+        spool_path: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        idle_timeout_seconds: float = IDLE_TIMEOUT_SECONDS,
+    ):
         if not secret:
             raise ValueError("WEBHOOK_SECRET must be set: an open webhook would accept anyone")
         self._server = ThreadingHTTPServer((host, port), _Handler)
         self._server.daemon_threads = True
         self._server.secret = secret  # type: ignore[attr-defined]
         self._server.spool_path = spool_path  # type: ignore[attr-defined]
+        self._server.idle_timeout = idle_timeout_seconds  # type: ignore[attr-defined]
         self.host, self.port = host, self._server.server_address[1]
         self._thread: threading.Thread | None = None
 

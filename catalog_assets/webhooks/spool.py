@@ -5,7 +5,8 @@ that process is a sync run. A receiver that took the lock would stall runs (or b
 lose notifications). SQLite in WAL mode takes concurrent readers and one short writer per insert,
 and `synchronous=FULL` means a notification we answered 2xx for survives a power cut. Dagster's
 `tec_delivery_processing` asset copies new rows (by `seq`) into DuckDB; the spool is never
-rewritten, so ingestion can always resume from the last `seq` it committed.
+rewritten, so ingestion can always resume from the last `seq` it committed, and a new spool
+numbers above any spool before it (`append`).
 """
 
 from __future__ import annotations
@@ -54,13 +55,25 @@ def _open(path: str) -> sqlite3.Connection:
 def append(path: str, event: str, request_id: str, status: str, external_ids: list[str]) -> bool:
     """Record one verified notification; False when it is a repeat (senders retry on timeouts,
     so the same (event, request_id, status) arriving twice is one notification, not two)."""
-    received_at = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    now = datetime.now(UTC)
+    received_at = now.replace(tzinfo=None).isoformat(timespec="microseconds")
     with closing(_open(path)) as con:
+        con.execute("BEGIN IMMEDIATE")  # one writer seeds the numbering, and only once
+        # A new spool numbers from the microseconds since the epoch, not from 1: DuckDB ingests
+        # by `seq`, so a spool lost and recreated (a volume not kept, a changed path) would
+        # number its notifications below what was ingested from the old one, and they would
+        # be skipped as ingested. A spool that ever took a row keeps its numbering.
+        con.execute(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'notifications', ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'notifications')",
+            (int(now.timestamp() * 1_000_000),),
+        )
         cursor = con.execute(
             "INSERT OR IGNORE INTO notifications (received_at, event, request_id, status, external_ids)"
             " VALUES (?, ?, ?, ?, ?)",
             (received_at, event, request_id, status, json.dumps(external_ids)),
         )
+        con.execute("COMMIT")
         return cursor.rowcount == 1
 
 

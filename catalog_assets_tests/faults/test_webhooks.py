@@ -5,7 +5,10 @@ The Tec.Delivery emulator calls the webhook URL our client sends with every acce
 so these notifications are the real thing, end to end over loopback.
 """
 
+import glob
+import http.client
 import json
+import os
 import socket
 import time
 
@@ -123,6 +126,29 @@ def test_notifications_mark_items_processed_and_only_for_their_current_content(h
     assert ingest(platform)["new_notifications"] == 0
 
 
+def test_a_spool_lost_and_recreated_is_still_ingested(hooked, ledger):
+    """The spool is a file on the receiver's host: a volume not kept across a redeploy, or a
+    changed WEBHOOK_SPOOL_PATH, starts a new one. Its notifications must not be numbered below
+    what DuckDB already ingested from the old one, or they are skipped as ingested, silently."""
+    platform = hooked
+    assert platform.run("full_resync").success
+    settle_webhooks(platform)
+    assert ingest(platform)["new_notifications"] == len(platform.tec.webhooks)
+    spool_path = platform.resources["webhook_spool"].path
+    for leftover in glob.glob(f"{spool_path}*"):
+        os.remove(leftover)
+    ledger.fault("webhook spool lost")
+
+    changed = platform.catalog.products()[0]["id"]
+    platform.catalog.upsert_product({"id": changed, "price": 4321})
+    assert platform.run("incremental_sync").success
+    settle_webhooks(platform)
+    outcome = tick(platform)
+    assert isinstance(outcome, dg.SensorResult) and outcome.run_requests, outcome
+    meta = ingest(platform)
+    assert meta["new_notifications"] == 1 and meta["products_awaiting_processing"] == 0
+
+
 # Characters a URL gives a meaning of its own: a space, a separator, the fragment, an escape.
 # It starts with the usual secret, so the leak guard also looks for it.
 AWKWARD_SECRET = f"{WEBHOOK_SECRET}+/=&#%41"
@@ -189,6 +215,16 @@ def test_unauthenticated_and_malformed_calls_get_4xx_and_leave_no_secret_in_logs
             422,
         ),
         ("no status", receiver.url(WEBHOOK_SECRET), {}, json.dumps({**good, "status": None}), 422),
+        # Parsed, but neither the spool nor DuckDB could store it: refused, not a 503 (which
+        # the sender would retry for ever) or a dropped connection.
+        ("too deep", receiver.url(WEBHOOK_SECRET), {}, "[" * 100_000 + "]" * 100_000, 400),
+        (
+            "half an emoji",
+            receiver.url(WEBHOOK_SECRET),
+            {},
+            json.dumps({**good, "external_ids": ["a", "\ud83c"]}),
+            400,
+        ),
         (
             "wrong route",
             base.replace("/webhook", "/other") + f"?token={WEBHOOK_SECRET}",
@@ -214,7 +250,53 @@ def test_unauthenticated_and_malformed_calls_get_4xx_and_leave_no_secret_in_logs
     refusals = [r for r in caplog.records if r.getMessage().startswith("webhook refused")]
     assert len(refusals) == len(cases) + 3
     assert all("token=***" in r.getMessage() for r in refusals if "token=" in r.getMessage())
-    assert WebhookSpool(path=receiver._server.spool_path).max_seq() == 1
+    assert len(WebhookSpool(path=receiver._server.spool_path).read_after(0)) == 1
+
+
+def test_a_peer_that_stops_sending_is_cut_off_and_the_receiver_keeps_serving(
+    tmp_path, caplog, ledger
+):
+    """The receiver faces the internet: a connection that sends nothing, or less body than
+    its Content-Length promised, must not hold a server thread for ever (a few hundred such
+    peers would starve Tec.Delivery's real calls). It is closed after `idle_timeout_seconds`,
+    unspooled, and says why in the log."""
+    spool_path = str(tmp_path / "webhooks.sqlite")
+    good = {"event": "products.processed", "request_id": "r", "external_ids": ["a"]}
+    with WebhookReceiver(WEBHOOK_SECRET, spool_path, idle_timeout_seconds=0.5) as receiver:
+        path = f"/tec-delivery/webhook?token={WEBHOOK_SECRET}"
+        short = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{}}"
+        for head in ("", "POST /tec-delivery/webhook HTTP/1.1\r\n", short):
+            with socket.create_connection((receiver.host, receiver.port), timeout=10) as sock:
+                sock.sendall(head.encode())
+                # The server closes its end: an empty read, not our own 10 s timeout.
+                assert sock.recv(4096) == b""
+        ledger.bad_input("webhook call", 3)
+        answer = requests.post(
+            receiver.url(WEBHOOK_SECRET), json={**good, "status": "done"}, timeout=5
+        )
+        assert answer.status_code == 200
+    cut = [r.getMessage() for r in caplog.records if "idle" in r.getMessage()]
+    assert len(cut) == 3 and all(WEBHOOK_SECRET not in m for m in cut)
+    assert len(WebhookSpool(path=spool_path).read_after(0)) == 1
+
+
+def test_a_keep_alive_connection_closed_after_its_answer_is_no_warning(tmp_path, caplog):
+    """Tec.Delivery's client, like any pooled HTTP/1.1 client, keeps the connection open after
+    its POST; the receiver closes it when idle, and that is the normal end of a connection,
+    not a peer that stopped sending: a warning per notification would bury the real ones."""
+    spool_path = str(tmp_path / "webhooks.sqlite")
+    good = {"event": "products.processed", "request_id": "r", "status": "done"}
+    with WebhookReceiver(WEBHOOK_SECRET, spool_path, idle_timeout_seconds=0.5) as receiver:
+        connection = http.client.HTTPConnection(receiver.host, receiver.port, timeout=10)
+        for n in range(2):
+            body = json.dumps({**good, "request_id": f"r{n}", "external_ids": ["a"]})
+            connection.request("POST", f"/tec-delivery/webhook?token={WEBHOOK_SECRET}", body=body)
+            answer = connection.getresponse()
+            assert answer.status == 200 and json.loads(answer.read())["duplicate"] is False
+        assert connection.sock.recv(1) == b""  # the server closed it, idle
+        connection.close()
+    assert [r.getMessage() for r in caplog.records if "idle" in r.getMessage()] == []
+    assert len(WebhookSpool(path=spool_path).read_after(0)) == 2
 
 
 def test_a_server_echoing_the_webhook_url_does_not_put_its_secret_in_duckdb(hooked, ledger):
