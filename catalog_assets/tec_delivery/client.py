@@ -38,9 +38,9 @@ class BatchOutcome:
     lists no per-item `errors`.
 
     `rejected` means the server judged the content (400/409/413/422, or a 2xx with an error
-    status or item errors): splitting the batch can isolate the offending item. `fatal` means no batch can succeed
-    (401/403): bisecting would only multiply the failure. Anything else is a transport or
-    server failure that retries did not cure.
+    status or item errors): splitting the batch can isolate the offending item. `fatal` means
+    no batch can succeed (401/403): bisecting would only multiply the failure. Anything else
+    is a transport or server failure that retries did not cure.
     """
 
     ok: bool
