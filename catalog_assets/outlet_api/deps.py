@@ -132,6 +132,12 @@ class OutletService:
         owners = self.token_owners(registry)
         digest = token_digest(token)
         caller = owners.get(digest)  # a digest lookup: no secret-dependent comparison
+        if caller is None and registry.error:
+            # No readable outlets.yaml holds the token (an API started during a bad edit holds
+            # none): our outage, not the outlet's credentials, which a 401 would blame.
+            raise store_unavailable(
+                "the outlet registry cannot be read now, so tokens cannot be checked"
+            )
         if caller is None:
             raise ApiError(401, "invalid_token", "the bearer token is not valid for any outlet")
         if not registry.known(outlet_id):

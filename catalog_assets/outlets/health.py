@@ -113,7 +113,7 @@ def assess(
 def feed_lags(
     snapshot: Snapshot | None, outlet: Outlet, acks: dict[str, int]
 ) -> dict[str, FeedLag]:
-    """Backlog per feed the outlet has acknowledged at least once, from the snapshot."""
+    """Backlog per feed the outlet has asked for at least once, from the snapshot."""
     lags: dict[str, FeedLag] = {}
     scope = snapshot.scope(outlet.categories) if snapshot and outlet.categories else None
     for entity, seq in sorted(acks.items()):

@@ -670,6 +670,10 @@ class SnapshotReader:
             raise SnapshotUnavailable(
                 "no outlet feed snapshot has been published yet (run full_resync)"
             ) from None
+        except OSError as exc:  # not a directory, not ours to enter, a stale NFS handle
+            raise SnapshotUnavailable(
+                f"the {POINTER} pointer cannot be reached ({type(exc).__name__})"
+            ) from None
         key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if key == self._pointer_key and self._current is not None:
             return self._current

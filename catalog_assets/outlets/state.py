@@ -232,11 +232,14 @@ class OutletState:
                     until = start
             if roots is None:
                 held, until = None, None  # the whole catalog is in scope: nothing to delist
+            # A feed's first call writes its row too (at 0): an outlet whose connector never
+            # gets past its first page calls, and the monitor must still count its backlog.
             unchanged = (
-                not restarted
+                row is not None
+                and not restarted
                 and sent_seq is None
                 and start == stored_seq
-                and (row is None or stored_scope == current)
+                and stored_scope == current
                 and held == held_before
                 and until == stored_until
             )

@@ -860,3 +860,47 @@ def test_an_unreadable_state_file_is_a_503_until_it_can_be_read(platform, hub):
         assert len(products) == len(platform.catalog.products())
     finally:
         stop()
+
+
+def test_an_api_started_while_outlets_yaml_is_broken_is_a_503_not_a_wrong_token(platform, hub):
+    """The API restarts during a bad edit of outlets.yaml: no version of the file is in force,
+    so no token can be checked. Every outlet must hear "unavailable, retry", not 401
+    `invalid_token`, which a connector takes for its own wrong credentials; and it is served
+    again, without a restart, once the file is fixed."""
+    hub.write_registry([hub.entry("msk-001")])
+    platform.run("full_resync")
+    hub.config.write_text("outlets:\n  - {id: msk-001, name: [unclosed\n", encoding="utf-8")
+    api, stop = serve(hub.settings())
+    try:
+        url = f"{api.url}/v1/outlets/msk-001/changes"
+        auth = {"Authorization": f"Bearer {TOKENS['msk-001']}"}
+        broken = httpx.get(url, params={"entity": "products"}, headers=auth)
+        assert error(broken) == (503, "store_unavailable")
+        assert "outlet registry" in broken.json()["error"]["message"]
+        assert int(broken.headers["Retry-After"]) > 0
+        hub.write_registry([hub.entry("msk-001")])
+        products, _ = drain(api.client("msk-001"), "products", limit=1000)
+        assert len(products) == len(platform.catalog.products())
+    finally:
+        stop()
+
+
+def test_a_snapshot_directory_that_cannot_be_searched_is_a_503(platform, hub, tmp_path):
+    """`OUTLET_SNAPSHOT_DIR` pointing at a file (a wrong mount, a bad restore), or a directory
+    the API's user cannot enter: stat-ing the pointer fails with another error than "no such
+    file". The outlet must get the API's 503 with Retry-After, not a bare 500."""
+    hub.write_registry([hub.entry("msk-001")])
+    platform.run("full_resync")
+    not_a_directory = tmp_path / "snapshots-mounted-wrong"
+    not_a_directory.write_text("", encoding="utf-8")
+    settings = dataclasses.replace(hub.settings(), snapshot_dir=str(not_a_directory))
+    api, stop = serve(settings)
+    try:
+        url = f"{api.url}/v1/outlets/msk-001/changes"
+        auth = {"Authorization": f"Bearer {TOKENS['msk-001']}"}
+        response = httpx.get(url, params={"entity": "products"}, headers=auth)
+        assert error(response) == (503, "store_unavailable")
+        assert int(response.headers["Retry-After"]) > 0
+        assert httpx.get(f"{api.url}/healthz").json()["status"] == "no_snapshot"
+    finally:
+        stop()

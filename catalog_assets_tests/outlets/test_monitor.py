@@ -20,6 +20,7 @@ from catalog_assets.alerts import catalog_alerts
 from catalog_assets.assets.outlets import outlet_deliveries, outlet_health_job, outlet_is_live
 from catalog_assets.notifier import Notifier
 from catalog_assets.outlets.monitor import outlet_monitor_sensor
+from catalog_assets.outlets.resource import OutletHub
 from catalog_assets.outlets.state import OutletState, utc_now
 from catalog_assets_tests.outlets.conftest import TOKENS, free_port, serve
 
@@ -121,7 +122,7 @@ def test_silent_outlet_fails_alerts_once_and_recovers(platform, hub, api, alerts
     assert monitor.reported(second) == {"msk-001", "spb-002"}
     assert monitor.verdicts == {"spb-002": False}  # a run only where the verdict changed
     msk = monitor.latest("msk-001")
-    assert msk["acked_cursor"] == {} and msk["last_contact_at"] != "never"
+    assert msk["acked_cursor"] == {"products": 0} and msk["last_contact_at"] != "never"
     spb = monitor.latest("spb-002")
     assert spb["acked_cursor"] == {"products": 0}
     assert spb["lag_items"] == len(platform.catalog.products()) and spb["silent_minutes"] >= 30
@@ -357,3 +358,24 @@ def test_the_apis_registry_problems_reach_the_monitor_once_its_state_file_is_fix
         assert len(received) == 1 and "new-005" in received[0]
     finally:
         stop()
+
+
+def test_an_outlet_stuck_on_its_first_page_shows_behind(platform, hub, api):
+    """A new outlet whose connector cannot apply its first page (an item its 1C refuses, a
+    timeout) asks again without a cursor every minute: it calls, but receives nothing past
+    that page. The monitor must show its backlog, as it does for one stuck on a later page."""
+    hub.write_registry([hub.entry("msk-001"), hub.entry("spb-002")])
+    platform.run("full_resync")
+    products = len(platform.catalog.products())
+    for _ in range(3):
+        api.client("msk-001").changes("products", limit=5)
+    # Stuck on its second page: the cursor of its first page comes back each time.
+    stuck = api.client("spb-002").changes("products", limit=5)
+    for _ in range(2):
+        api.client("spb-002").changes("products", cursor=stuck.cursor, limit=5)
+    health = outlets_assets.assess_outlets(
+        OutletHub.beside(platform.store.path, max_lag_items=3)
+    ).health
+    assert health["spb-002"].lag_items == products - 5 and not health["spb-002"].healthy
+    assert health["msk-001"].lag_items == products and not health["msk-001"].healthy
+    assert health["msk-001"].metadata()["acked_cursor"] == {"products": 0}
