@@ -58,6 +58,7 @@ from catalog_assets.storage import (
     CatalogStore,
     StoreBusyError,
     quarantine_key,
+    schema_behind,
 )
 
 IN_FLIGHT = [
@@ -297,11 +298,17 @@ def onec_change_sensor(
                 cursors = dict(
                     con.execute("SELECT entity, modified_since FROM sync_cursors").fetchall()
                 )
-                pending = con.execute(PENDING_COUNT, {"all": False, "depth": None}).fetchall()[0][0]
-                tree_behind, snapshot_behind = con.execute(DOWNSTREAM_BEHIND).fetchone()
+                outdated = schema_behind(con)
+                pending, tree_behind, snapshot_behind = 0, False, False
+                if not outdated:  # its queries need what the store lacks: a run adds it
+                    (pending,) = con.execute(
+                        PENDING_COUNT, {"all": False, "depth": None}
+                    ).fetchone()
+                    tree_behind, snapshot_behind = con.execute(DOWNSTREAM_BEHIND).fetchone()
             judging: Callable[[str, list], int] | None = judge
         except FileNotFoundError:  # no store yet: everything 1C has is a change
             cursors, pending, tree_behind, snapshot_behind, judging = {}, 0, False, False, None
+            outdated = []
         observations = [
             observe_entity(onec, judging, e, cursors.get(e, EPOCH), sweep.get(e)) for e in entities
         ]
@@ -320,7 +327,7 @@ def onec_change_sensor(
         )
         if is_behind
     ]
-    if not changed and not pending and not held and not behind:
+    if not changed and not pending and not held and not behind and not outdated:
         context.update_cursor(json.dumps({"sweep": sweep}) if sweep else None)
         also = "".join(f"; {entity}: {why}" for entity, why in waiting.items())
         return dg.SkipReason(
@@ -336,6 +343,11 @@ def onec_change_sensor(
         reason += (
             f"; staged changes newer than the last {' and '.join(behind)} (a run that stopped "
             "between its steps)"
+        )
+    if outdated:
+        reason += (
+            f"; the catalog store predates this code's schema (it lacks {', '.join(outdated[:5])}"
+            f"{', …' if len(outdated) > 5 else ''}): the run brings it up to date"
         )
     context.log.info(f"requesting incremental_sync: {reason}")
     return dg.SensorResult(

@@ -14,6 +14,7 @@ DuckDB allows one writing process per file. Opening waits for a lock held by ano
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -113,6 +114,35 @@ ALTER TABLE {table} ADD COLUMN IF NOT EXISTS processing_status VARCHAR;
 """
     for table in PUSH_TABLE.values()
 )
+
+
+def schema_behind(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The tables (and columns of the tables it has) of `SCHEMA` this store lacks: one written
+    by an older version of this code. Only a writing open (a run) brings it up to date; a
+    read-only reader (the sensor) must not query what is not there yet, or it fails on every
+    tick and starts no run."""
+    have = set(
+        con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_catalog = current_database()"
+        ).fetchall()
+    )
+    tables = {table for table, _ in have}
+    return sorted(
+        {
+            table if table not in tables else f"{table}.{column}"
+            for table, column in _schema_columns() - have
+        }
+    )
+
+
+@functools.cache
+def _schema_columns() -> frozenset[tuple[str, str]]:
+    with duckdb.connect(":memory:") as con:
+        con.execute(SCHEMA)
+        return frozenset(
+            con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall()
+        )
 
 
 # A row's new numbers in every feed it is in, by staging table: how a change, a move, a

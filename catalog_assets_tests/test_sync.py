@@ -1,6 +1,9 @@
 """The whole path through Dagster: 1C emulator -> DuckDB -> Tec.Delivery emulator."""
 
+from contextlib import closing
+
 import dagster as dg
+import duckdb
 
 from catalog_assets.checks import HELD_BACK_PRODUCTS
 from catalog_assets.mapping import product_item
@@ -660,3 +663,36 @@ def test_a_removal_share_given_as_a_percentage_is_refused():
     for wrong in (20, -0.1):
         with pytest.raises(pydantic.ValidationError):
             FetchConfig(max_removal_share=wrong)
+
+
+# What the store's first release (c571c1e) did not have: tables and columns added since, which
+# only a writing open (`CatalogStore.connect`) adds to an existing store.
+ADDED_SINCE_THE_FIRST_RELEASE = """
+DROP TABLE outlet_snapshot_published; DROP TABLE outlet_publications;
+ALTER TABLE onec_categories DROP COLUMN left_subtrees;
+ALTER TABLE onec_products DROP COLUMN left_subtrees;
+ALTER TABLE push_batches DROP COLUMN item_hashes; ALTER TABLE push_batches DROP COLUMN applied;
+""" + "".join(
+    f"ALTER TABLE {table} DROP COLUMN {column};\n"
+    for table in ("tec_delivery_categories", "tec_delivery_products")
+    for column in ("processed_at", "processed_batch_id", "processing_status")
+)
+
+
+def test_the_sensor_starts_the_run_that_upgrades_a_store_from_an_older_release(platform):
+    """After an upgrade, nothing but a run adds what the new code expects to the old store,
+    and the sensor is what starts runs: reading the old store as if it were current, it failed
+    on every tick (no such table) and no sync ran until someone started one by hand."""
+    assert platform.run("full_resync").success
+    with closing(duckdb.connect(platform.store.path)) as con:
+        con.execute(ADDED_SINCE_THE_FIRST_RELEASE)
+    product = platform.catalog.products()[0]
+    platform.catalog.upsert_product({**product, "price": 4321})
+
+    outcome = tick(platform)
+    assert isinstance(outcome, dg.SensorResult) and outcome.run_requests, outcome
+    assert "predates this code's schema" in outcome.cursor
+    assert "outlet_snapshot_published" in outcome.cursor
+    assert platform.run("incremental_sync").success
+    assert platform.tec.products[product["id"]]["price"] == 4321
+    assert isinstance(tick(platform), dg.SkipReason)
