@@ -8,6 +8,10 @@ so every way this project reports trouble ends up here:
   see `run_outcomes`). A run that failed and was followed by a success before the next tick is
   still an incident: it opens and recovers on that tick (the cursor keeps, per incident key, up
   to when its runs were heard, and up to when the runs were read: see `finished_runs`);
+- a sensor's or schedule's latest finished tick failed (`tick:<name>`); it recovers when one
+  succeeds or skips. A sensor that raises starts no run, so no run fails: `onec_change_sensor`
+  refused by 1C (a rotated password) would keep every change from syncing, unheard. This
+  sensor's own ticks are not watched: it cannot report itself;
 - an asset check's latest evaluation failed (`check:<asset>/<check>[@partition]`); it recovers
   when the check passes again. Every check in the code location is watched, including ones
   added later, so a new check alerts without touching this file. A check that sends its own
@@ -23,12 +27,14 @@ the sensor try again next tick instead of forgetting the incident.
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.events import DagsterEvent
+from dagster._core.scheduler.instigation import InstigatorStatus, TickStatus
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from catalog_assets.jobs import UI_JOB
@@ -110,6 +116,9 @@ def _defined(key: str, repository: dg.RepositoryDefinition | None) -> bool:
     """Whether a run incident's job or asset is still in the code location (unknown: yes)."""
     if repository is None:
         return True
+    if key.startswith("tick:"):
+        name = key.removeprefix("tick:")
+        return repository.has_sensor_def(name) or repository.has_schedule_def(name)
     if key.startswith("materialize:"):
         return repository.asset_graph.has(dg.AssetKey.from_user_string(key[len("materialize:") :]))
     job = key.removeprefix("run:")
@@ -120,6 +129,7 @@ def run_outcomes(
     instance: dg.DagsterInstance,
     record: dg.RunRecord,
     repository: dg.RepositoryDefinition | None,
+    asked: frozenset[str] = frozenset(),
 ) -> dict[str, bool]:
     """Incident key -> whether this run failed it; none for a job or asset no longer defined,
     whose old failures would otherwise reopen the incident `retired_incidents` closed.
@@ -128,7 +138,9 @@ def run_outcomes(
     implicit job, so under one key a snapshot refreshed by hand would "recover" a re-push that
     failed: those runs are judged per asset (`materialize:<asset>`), failed for each selected
     asset they did not materialize. A job's success vouches for every asset it materialized:
-    those its run selected (a subset chosen on the job's page, a re-execution), else the job's.
+    those its run selected (a subset chosen on the job's page, a re-execution), else the job's;
+    its failure, for those its event log says it materialized before failing, read only when
+    one of them is `asked` (an open incident, or one a run from the asset graph spoke of).
     """
     run = record.dagster_run
     failed = run.status == dg.DagsterRunStatus.FAILURE
@@ -142,10 +154,11 @@ def run_outcomes(
         outcomes = {f"run:{run.job_name}": failed}
         # A run from the asset graph with no asset selected ran checks only ("Execute" on a
         # check): it vouches for nothing. A job's run of a subset records it; its whole run
-        # records none (or an empty one), and materialized the job's assets.
+        # records none (or an empty one), and materialized the job's assets. A failed one
+        # vouches for what its event log says it materialized (a sync whose snapshot step
+        # failed still pushed the products), as a failed run from the asset graph does.
         if (
-            not failed
-            and not run.job_name.startswith(UI_JOB)
+            not run.job_name.startswith(UI_JOB)
             and repository is not None
             and repository.has_job(run.job_name)
         ):
@@ -153,6 +166,9 @@ def run_outcomes(
                 run.asset_selection
                 or repository.get_job(run.job_name).asset_layer.selected_asset_keys
             )
+            if failed:
+                names = {f"materialize:{key.to_user_string()}" for key in made}
+                made = failed_run(instance, run.run_id).materialized if names & asked else ()
             for key in made:
                 outcomes[f"materialize:{key.to_user_string()}"] = False
     return {key: failed for key, failed in outcomes.items() if _defined(key, repository)}
@@ -160,7 +176,7 @@ def run_outcomes(
 
 def finished_runs(
     instance: dg.DagsterInstance,
-    open_keys: Iterable[str],
+    open_keys: Collection[str],
     repository: dg.RepositoryDefinition | None = None,
     read_to: float | None = None,
 ) -> dict[str, list[Outcome]]:
@@ -183,9 +199,23 @@ def finished_runs(
             *records,
             *instance.get_run_records(dg.RunsFilter(statuses=FINISHED, updated_after=since)),
         ]
+    unique = {r.dagster_run.run_id: r for r in records}.values()
+    # A failed job's run costs an event-log read to learn what it materialized: only for an
+    # asset whose incident is open or that a run from the asset graph spoke of.
+    asked = frozenset(
+        [
+            *(k for k in open_keys if k.startswith("materialize:")),
+            *(
+                f"materialize:{key.to_user_string()}"
+                for r in unique
+                if r.dagster_run.job_name.startswith(UI_JOB)
+                for key in r.dagster_run.asset_selection or ()
+            ),
+        ]
+    )
     runs: dict[str, list[Outcome]] = {}
-    for record in {r.dagster_run.run_id: r for r in records}.values():
-        for key, failed in run_outcomes(instance, record, repository).items():
+    for record in unique:
+        for key, failed in run_outcomes(instance, record, repository, asked).items():
             runs.setdefault(key, []).append(Outcome(record, failed))
     for outcomes in runs.values():
         outcomes.sort(key=lambda o: finished_at(o.record), reverse=True)
@@ -258,6 +288,48 @@ def failures_between_ticks(
         if opened is not None:
             hidden[key] = _run_problem(instance, key, opened.record)
     return hidden
+
+
+_RUNNING = {InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE}
+
+
+def tick_incidents(
+    instance: dg.DagsterInstance,
+    repository: dg.RepositoryDefinition,
+    own: str | None,
+    location: str | None,
+) -> dict[str, str | None]:
+    """`tick:<sensor or schedule>` -> problem text when its latest finished tick failed, else
+    None (a stopped one too: nothing of it fails any more). Only this code location's (when
+    known): a location renamed leaves its old states behind, last ticks and all."""
+    names = {d.name for d in [*repository.sensor_defs, *repository.schedule_defs]} - {own}
+    current: dict[str, str | None] = {}
+    for kind in (InstigatorType.SENSOR, InstigatorType.SCHEDULE):
+        for state in instance.all_instigator_state(instigator_type=kind):
+            origin = state.origin.repository_origin
+            if (
+                state.instigator_name not in names
+                or origin.repository_name != repository.name
+                or (location and origin.code_location_origin.location_name != location)
+            ):
+                continue
+            key = f"tick:{state.instigator_name}"
+            ticks = instance.get_ticks(
+                state.instigator_origin_id,
+                state.selector_id,
+                limit=1,
+                statuses=[TickStatus.SUCCESS, TickStatus.SKIPPED, TickStatus.FAILURE],
+            )
+            if state.status not in _RUNNING or not ticks or not ticks[0].is_failure:
+                current[key] = None
+                continue
+            # Dagster wraps what the evaluation raised; the alert quotes the cause.
+            error = ticks[0].error
+            while error and error.cause and error.cls_name.endswith("ExecutionError"):
+                error = error.cause
+            reason = error.message.strip() if error else "failed"
+            current[key] = _short(f"{kind.value.lower()} {state.instigator_name} fails: {reason}")
+    return current
 
 
 def watched_checks(repository: dg.RepositoryDefinition) -> list[dg.AssetCheckKey]:
@@ -365,8 +437,9 @@ def _load(cursor: str | None) -> tuple[dict[str, str], dict[str, float] | None, 
 @dg.sensor(
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts once when a job's latest run fails or an asset check starts failing, "
-    "and once when it recovers (ALERT_WEBHOOK_URL, or a log line).",
+    description="Alerts once when a job's latest run fails, an asset check starts failing or a "
+    "sensor's or schedule's ticks fail, and once when it recovers (ALERT_WEBHOOK_URL, or a log "
+    "line).",
 )
 def catalog_alerts(context: dg.SensorEvaluationContext, notifier: Notifier) -> dg.SensorResult:
     open_incidents, heard_until, read_to = _load(context.cursor)
@@ -375,6 +448,15 @@ def catalog_alerts(context: dg.SensorEvaluationContext, notifier: Notifier) -> d
     retired: dict[str, str] = {}
     if context.repository_def is not None:
         current.update(check_incidents(context.instance, context.repository_def))
+        origin = context.code_location_origin
+        current.update(
+            tick_incidents(
+                context.instance,
+                context.repository_def,
+                catalog_alerts.name,  # it cannot report itself
+                origin.location_name if origin else None,
+            )
+        )
         retired = retired_incidents(open_incidents, context.repository_def)
     stored = dict(open_incidents)
     sent = []

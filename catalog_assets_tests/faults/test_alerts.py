@@ -6,18 +6,25 @@ Slack-compatible receiver on loopback.
 """
 
 import json
+import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
 from dagster._core.utils import make_new_run_id
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.sensor import execute_sensor_iteration
 
 from catalog_assets import alerts
 from catalog_assets.alerts import catalog_alerts
 from catalog_assets.assets.tec_delivery import MAX_ATTEMPTS
 from catalog_assets.notifier import Notifier
+from catalog_assets.outlets.resource import OutletHub
 
 
 class SlackHook:
@@ -564,3 +571,85 @@ def test_a_job_that_flapped_while_the_channel_was_down_costs_one_event_log_read(
     cursor, sent = tick(platform, slack, cursor)
     assert len(sent) == 2 and "(flap 5)" in sent[0], sent
     assert "recovered: run:incremental_sync" in sent[1]
+
+
+def test_a_failed_job_run_vouches_for_the_assets_it_materialized(platform, slack, ledger, tmp_path):
+    """A re-push from the UI failed, so `materialize:tec_delivery_products` is open. Then
+    `incremental_sync` pushes the products but its `outlet_feed_snapshot` step fails: the job's
+    run is an incident of its own, and the products asset, materialized by that run, recovered
+    (README: a later run, job or not, that materializes the asset closes it), as a failed run
+    from the asset graph vouches for what it did materialize."""
+    assert platform.run("full_resync").success
+    cursor, _ = tick(platform, slack, None)
+    repush = started(platform, assets=("tec_delivery_products",))
+    finish(platform, repush, failure="Push of products stopped: Tec.Delivery answered 503")
+    cursor, [opened] = tick(platform, slack, cursor)
+    assert "materializing tec_delivery_products from the UI failed" in opened
+
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the snapshot directory should be")
+    hub = OutletHub.beside(str(platform.store.path))
+    platform.resources["outlet_hub"] = OutletHub(
+        config_path=hub.config_path, state_path=hub.state_path, snapshot_dir=str(blocked)
+    )
+    ledger.fault("outlet_feed_snapshot cannot write its directory")
+    product = platform.catalog.products()[0]
+    platform.catalog.upsert_product({"id": product["id"], "price": (product["price"] or 0) + 1})
+    result = platform.run("incremental_sync", raise_on_error=False)
+    assert not result.success
+    assert dg.AssetKey("tec_delivery_products") in {
+        e.asset_key for e in result.get_asset_materialization_events()
+    }
+    cursor, sent = tick(platform, slack, cursor)
+    assert any("job incremental_sync failed" in m for m in sent), sent
+    assert any("recovered: materialize:tec_delivery_products" in m for m in sent), sent
+    assert list(json.loads(cursor)["open"]) == ["run:incremental_sync"]
+
+
+def daemon_ticks(platform, slack, monkeypatch, at: float) -> None:
+    """Two iterations of Dagster's sensor daemon, 31 s apart (every sensor ticks in each, in
+    an order of the daemon's choosing), over the deployed code location served by a real code
+    server, configured by the environment as in production, on the test's instance."""
+    hub = OutletHub.beside(platform.store.path)
+    for name, value in {
+        "OUTLETS_CONFIG": hub.config_path,
+        "OUTLET_SNAPSHOT_DIR": hub.snapshot_dir,
+        "OUTLET_STATE_PATH": hub.state_path,
+        "WEBHOOK_SPOOL_PATH": f"{hub.state_path}.webhooks",
+        "ONEC_BASE_URL": platform.onec.url,
+        "ONEC_USERNAME": "integration",
+        "TEC_DELIVERY_URL": platform.tec.url,
+        "CATALOG_DUCKDB_PATH": platform.store.path,
+        "ALERT_WEBHOOK_URL": slack.url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    target = ModuleTarget(
+        module_name="catalog_assets.definitions",
+        attribute="defs",
+        working_directory=None,
+        location_name="catalog",
+    )
+    with create_test_daemon_workspace_context(target, platform.instance) as workspace:
+        for now in (at, at + 31):
+            with freeze_time(now):
+                list(execute_sensor_iteration(workspace, logging.getLogger("sensors"), None, None))
+
+
+def test_a_sensor_that_fails_every_tick_is_an_incident(platform, slack, ledger, monkeypatch):
+    """1C refuses our password (rotated there, not here) while nothing needs syncing:
+    `onec_change_sensor` raises on every tick, so no sync run starts and none fails, and every
+    later change in 1C waits, unheard. Its failing ticks are an incident: one alert, quoting
+    1C's answer, and one recovery once its ticks succeed again."""
+    assert platform.run("full_resync").success
+    Path(OutletHub.beside(platform.store.path).config_path).write_text("outlets: []\n")
+    platform.onec.inject(status=401, times=10_000)
+    ledger.fault("1C answers 401 to the change sensor, every tick")
+    at = time.time()
+    daemon_ticks(platform, slack, monkeypatch, at)
+    sent = slack.take()
+    assert len(sent) == 1, sent
+    assert "onec_change_sensor" in sent[0] and "1C answered HTTP 401" in sent[0], sent
+    platform.onec.clear_faults()
+    daemon_ticks(platform, slack, monkeypatch, at + 62)
+    sent = slack.take()
+    assert len(sent) == 1 and "recovered: tick:onec_change_sensor" in sent[0], sent
