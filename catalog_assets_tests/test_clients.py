@@ -132,6 +132,22 @@ def test_gives_up_after_retries_naming_the_request_not_the_password():
         assert onec.request_count == 3  # the first try and two retries
 
 
+@pytest.mark.parametrize("status", [500, 200], ids=["error status", "garbage with 200"])
+def test_a_1c_answer_echoing_the_password_does_not_carry_it_on(status):
+    """A proxy or a debug-mode 1C that echoes the request's credentials in its error page:
+    the error (run log, alert text) and the body kept for the quarantine row hide it, as
+    Tec.Delivery's echoed token is hidden."""
+    echo = "<html>login u / pw-SECRET refused</html>"
+    with OneCEmulator(catalog_of(3), username="u", password="pw-SECRET").start() as onec:
+        onec.inject(status=status, body=echo, content_type="text/html", times=10)
+        with pytest.raises(UpstreamError) as failure:
+            client(onec, username="u", password="pw-SECRET").fetch_page(
+                type="product", modified_since=EPOCH
+            )
+        assert "refused" in str(failure.value) and "pw-SECRET" not in str(failure.value)
+        assert "pw-SECRET" not in (failure.value.body or "")
+
+
 def test_a_cyrillic_1c_user_signs_in():
     """1C user names are often Cyrillic ("Администратор"); the credentials go as UTF-8, which
     the server's challenge asks for (`charset="UTF-8"`, RFC 7617)."""

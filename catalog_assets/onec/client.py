@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +26,7 @@ from catalog_assets.http import (
     UpstreamError,
     decode_json,
     failure_name,
+    redact,
     safe_url,
     truncate,
 )
@@ -141,12 +142,13 @@ class OneCCatalogClient(dg.ConfigurableResource):
                 f"1C request failed after {self.max_retries} retries: {described}: {failure_name(exc)}"
             ) from None
         if response.status_code != 200:
+            text = redact(response.text, [self.password])
             raise UpstreamError(
-                f"1C answered HTTP {response.status_code} to {described}: {truncate(response.text, 300)}",
+                f"1C answered HTTP {response.status_code} to {described}: {truncate(text, 300)}",
                 status=response.status_code,
-                body=truncate(response.text),
+                body=truncate(text),
             )
-        page = parse_page(response, described, offset)
+        page = parse_page(response, described, offset, secrets=[self.password])
         page.latency_s = response.elapsed_s
         with self._lock:
             slow = page.latency_s * 1000 >= self.slow_page_ms
@@ -380,22 +382,28 @@ def _drop(in_flight: deque) -> None:
         in_flight.popleft()[1].cancel()
 
 
-def parse_page(response: HttpResponse, described: str, offset: int) -> CatalogPage:
+def parse_page(
+    response: HttpResponse, described: str, offset: int, secrets: Sequence[str | None] = ()
+) -> CatalogPage:
     """A catalog page or a specific complaint. An HTML error page served with 200 by a proxy
-    in front of 1C is the classic case; so is a `count` smaller than the data it came with."""
+    in front of 1C is the classic case; so is a `count` smaller than the data it came with.
+    A complaint quotes the body with `secrets` hidden: a proxy may echo the credentials, and
+    the quote reaches the run log, the alert and the quarantine row."""
     content_type = response.headers.get("Content-Type", "")
     try:
         body = decode_json(response.content)
     except ValueError:
+        text = redact(response.text, list(secrets))
         raise OneCResponseError(
             f"1C answered {described} with a body that is not JSON "
-            f"(Content-Type {content_type!r}): {truncate(response.text, 200)}",
+            f"(Content-Type {content_type!r}): {truncate(text, 200)}",
             status=response.status_code,
-            body=truncate(response.text),
+            body=truncate(text),
         ) from None
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        text = redact(response.text, list(secrets))
         raise OneCResponseError(
-            f"1C answered {described} without a `data` list: {truncate(response.text, 200)}"
+            f"1C answered {described} without a `data` list: {truncate(text, 200)}"
         )
     count = body.get("count")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
