@@ -157,6 +157,14 @@ def test_the_push_that_finished_last_decides_not_the_run_started_last(platform):
     assert "materialize:tec_delivery_products" in open_incidents, open_incidents
 
 
+def assert_sensor_requests_a_run(platform) -> None:
+    with dg.build_sensor_context(
+        instance=platform.instance, resources=platform.resources
+    ) as context:
+        outcome = onec_change_sensor(context)
+    assert isinstance(outcome, dg.SensorResult) and outcome.run_requests, outcome
+
+
 def test_a_removal_staged_without_the_tree_starts_a_run_that_recomputes_it(platform):
     """The operator runs a full pass of the categories from the UI (`full: true`, which judges
     removals), then pushes and refreshes the snapshot, without `category_tree`: 1C deleted a
@@ -186,11 +194,7 @@ def test_a_removal_staged_without_the_tree_starts_a_run_that_recomputes_it(platf
     assert materialize_from_ui(platform, "outlet_feed_snapshot").success
     assert platform.tec.categories[gone]["enable"] is False
 
-    with dg.build_sensor_context(
-        instance=platform.instance, resources=platform.resources
-    ) as context:
-        outcome = onec_change_sensor(context)
-    assert isinstance(outcome, dg.SensorResult) and outcome.run_requests, outcome
+    assert_sensor_requests_a_run(platform)
     assert platform.run("incremental_sync").success
     assert platform.query(f"SELECT status FROM category_tree WHERE id = '{child}'") == [("orphan",)]
 
@@ -209,11 +213,7 @@ def test_a_parent_product_staged_after_the_tree_starts_a_run_that_recomputes_it(
     flagged = "SELECT status FROM category_tree WHERE id = 'under-product'"
     assert platform.query(flagged) == [("orphan",)]
 
-    with dg.build_sensor_context(
-        instance=platform.instance, resources=platform.resources
-    ) as context:
-        outcome = onec_change_sensor(context)
-    assert isinstance(outcome, dg.SensorResult) and outcome.run_requests, outcome
+    assert_sensor_requests_a_run(platform)
     assert platform.run("incremental_sync").success
     assert platform.query(flagged) == [("parent_is_product",)]
 

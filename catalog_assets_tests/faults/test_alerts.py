@@ -436,6 +436,18 @@ def test_a_long_run_that_fails_amid_many_short_ones_is_alerted(
     assert sent == [] and len(json.loads(cursor)["open"]) == 1
 
 
+def open_failed_repush_incident(platform, slack) -> str:
+    """After a full resync, a re-push from the UI fails: `materialize:tec_delivery_products`
+    is open (alerted). Returns the alerts sensor's cursor."""
+    assert platform.run("full_resync").success
+    cursor, _ = tick(platform, slack, None)
+    repush = started(platform, assets=("tec_delivery_products",))
+    finish(platform, repush, failure="Push of products stopped: Tec.Delivery answered 503")
+    cursor, [opened] = tick(platform, slack, cursor)
+    assert "materializing tec_delivery_products from the UI failed" in opened
+    return cursor
+
+
 def test_an_asset_incident_recovers_by_a_long_run_after_many_short_ones(
     platform, slack, ledger, window
 ):
@@ -443,12 +455,7 @@ def test_an_asset_incident_recovers_by_a_long_run_after_many_short_ones(
     resync that fixes it succeeds after an outage's outlet health runs, on a tick the alert
     channel is down; as many more (the outlets are back) finish before the next tick. The
     recovery must still be announced, once."""
-    assert platform.run("full_resync").success
-    cursor, _ = tick(platform, slack, None)
-    repush = started(platform, assets=("tec_delivery_products",))
-    finish(platform, repush, failure="Push of products stopped: Tec.Delivery answered 503")
-    cursor, [opened] = tick(platform, slack, cursor)
-    assert "materializing tec_delivery_products from the UI failed" in opened
+    cursor = open_failed_repush_incident(platform, slack)
 
     long = started(platform, "full_resync")
     succeed(platform, outlet_health_runs(platform, window))
@@ -579,12 +586,7 @@ def test_a_failed_job_run_vouches_for_the_assets_it_materialized(platform, slack
     run is an incident of its own, and the products asset, materialized by that run, recovered
     (README: a later run, job or not, that materializes the asset closes it), as a failed run
     from the asset graph vouches for what it did materialize."""
-    assert platform.run("full_resync").success
-    cursor, _ = tick(platform, slack, None)
-    repush = started(platform, assets=("tec_delivery_products",))
-    finish(platform, repush, failure="Push of products stopped: Tec.Delivery answered 503")
-    cursor, [opened] = tick(platform, slack, cursor)
-    assert "materializing tec_delivery_products from the UI failed" in opened
+    cursor = open_failed_repush_incident(platform, slack)
 
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("a file where the snapshot directory should be")

@@ -263,38 +263,47 @@ def test_an_unusable_walk_page_is_quarantined_and_the_walk_goes_on(platform, led
     assert checks(second)[("onec_categories", "no_quarantined_records")].passed
 
 
-def test_a_cut_emoji_is_quarantined_and_the_rest_syncs(platform, ledger):
-    """1C writing non-ASCII as `\\uXXXX` escapes (ЭкранированиеСимволовJSON.СимволыВнеASCII)
-    serves a name cut mid-emoji at its field's length as a lone surrogate: valid JSON
-    syntax, but not Unicode, so DuckDB and Tec.Delivery cannot take it. That record is
-    quarantined by id; the run, and the records after it, go on."""
+def serve_one_doctored_product(platform, record: dict, placeholder: bytes, raw: bytes) -> str:
+    """After a full resync, 1C serves `record` (its `placeholder` replaced in the page's bytes by
+    `raw`, which JSON from Python could not produce) and a good product after it; the
+    incremental run must quarantine that one record and deliver the other. Returns the
+    quarantine reason."""
     assert platform.run("full_resync").success
-    (cursor,) = platform.query("SELECT modified_since FROM sync_cursors WHERE entity = 'products'")[
-        0
-    ]
-    later = "2026-12-01T00:00:00"
-    platform.catalog.upsert_product(
-        {"id": "cut-emoji", "parent": "0", "name": "CUT-NAME", "price": 1}, later
+    ((cursor,),) = platform.query(
+        "SELECT modified_since FROM sync_cursors WHERE entity = 'products'"
     )
+    later = "2026-12-01T00:00:00"
+    platform.catalog.upsert_product({"parent": "0", **record}, later)
     platform.catalog.upsert_product(
         {"id": "after-it", "parent": "0", "name": "Ок", "price": 2}, later
     )
     page = platform.catalog.query_json(type="product", modified_since=cursor, limit=100)
     platform.onec.inject(
         status=200,
-        body=page.replace(b'"CUT-NAME"', b'"\\u041f\\u0438\\u0446\\u0446\\u0430 \\ud83c"'),
+        body=page.replace(placeholder, raw),
         content_type="application/json; charset=utf-8",
+        times=3,
         match=lambda q: q.get("type") == "product" and q.get("offset") == "0",
     )
-    ledger.bad_input("lone surrogate")
-
-    result = platform.run("incremental_sync", raise_on_error=False)
-    assert result.success
+    assert platform.run("incremental_sync", raise_on_error=False).success
     reason = platform.query(
-        "SELECT reason FROM quarantine WHERE record_key = 'cut-emoji' AND resolved_at IS NULL"
+        "SELECT reason FROM quarantine WHERE record_key = ? AND resolved_at IS NULL",
+        [record["id"]],
     )
-    assert reason and "surrogate" in reason[0][0]
+    assert reason, platform.query("SELECT record_key, reason FROM quarantine")
     assert "after-it" in delivered(platform)
+    return reason[0][0]
+
+
+def test_a_cut_emoji_is_quarantined_and_the_rest_syncs(platform, ledger):
+    """1C writing non-ASCII as `\\uXXXX` escapes (ЭкранированиеСимволовJSON.СимволыВнеASCII)
+    serves a name cut mid-emoji at its field's length as a lone surrogate: valid JSON
+    syntax, but not Unicode, so DuckDB and Tec.Delivery cannot take it. That record is
+    quarantined by id; the run, and the records after it, go on."""
+    ledger.bad_input("lone surrogate")
+    cut = b'"\\u041f\\u0438\\u0446\\u0446\\u0430 \\ud83c"'
+    record = {"id": "cut-emoji", "name": "CUT-NAME", "price": 1}
+    assert "surrogate" in serve_one_doctored_product(platform, record, b'"CUT-NAME"', cut)
 
 
 def test_1c_empty_reference_as_parent_is_the_root(platform, ledger):
@@ -325,31 +334,7 @@ def test_a_record_nested_deeper_than_python_can_write_is_quarantined(platform, l
     library's writer, which overflows Python's stack near 1,000: a record within orjson's limit
     but past that one must be judged on its own, like a body nested past orjson's limit, not
     crash the run (and every later run, which reads it again at the held cursor)."""
-    assert platform.run("full_resync").success
-    (cursor,) = platform.query("SELECT modified_since FROM sync_cursors WHERE entity = 'products'")[
-        0
-    ]
-    later = "2026-12-01T00:00:00"
-    platform.catalog.upsert_product(
-        {"id": "too-deep", "parent": "0", "name": "Глубоко", "price": 1, "info": "DEEP"}, later
-    )
-    platform.catalog.upsert_product(
-        {"id": "after-it", "parent": "0", "name": "Ок", "price": 2}, later
-    )
-    page = platform.catalog.query_json(type="product", modified_since=cursor, limit=100)
-    platform.onec.inject(
-        status=200,
-        body=page.replace(b'"DEEP"', b"[" * 1000 + b"]" * 1000),
-        content_type="application/json",
-        times=3,
-        match=lambda q: q.get("type") == "product" and q.get("offset") == "0",
-    )
     ledger.bad_input("record nested 1,000 levels deep")
-
-    result = platform.run("incremental_sync", raise_on_error=False)
-    assert result.success
-    reason = platform.query(
-        "SELECT reason FROM quarantine WHERE record_key = 'too-deep' AND resolved_at IS NULL"
-    )
-    assert reason and "nested" in reason[0][0]
-    assert "after-it" in delivered(platform)
+    record = {"id": "too-deep", "name": "Глубоко", "price": 1, "info": "DEEP"}
+    deep = b"[" * 1000 + b"]" * 1000
+    assert "nested" in serve_one_doctored_product(platform, record, b'"DEEP"', deep)
