@@ -21,7 +21,8 @@ returns them as a `SensorResult`:
   open incidents kept in the sensor cursor: one message when an outlet goes silent or falls
   behind, one when it recovers. An incident is stored as open (or closed) only once its
   message was delivered, so an alert channel that is down on that tick is tried again on the
-  next, as `catalog_alerts` does.
+  next, as `catalog_alerts` does. More than `GROUP_ALERTS_ABOVE` outlets changing at once (an
+  outage on our side) is one message each way, not one per outlet.
 
 When outlets.yaml cannot be read, the outlets of its last readable version stay monitored
 (the loader lives as long as the process; in a fresh one there are none to monitor): no
@@ -51,6 +52,12 @@ from catalog_assets.outlets.resource import OutletHub
 from catalog_assets.outlets.state import utc_now
 
 REPORT_EVERY_SECONDS = 600
+# More outlet transitions than this in one tick (an outage on our side silences every outlet
+# in the same minute) go out as one message each way: 200 posts, each allowed the notifier's
+# timeout, could push a tick past Dagster's 60 s limit, losing its cursor so that every
+# message went again the next minute. The message lists the first `GROUP_LISTED`.
+GROUP_ALERTS_ABOVE = 5
+GROUP_LISTED = 10
 INCIDENT_PREFIX = "outlet:"
 REGISTRY_INCIDENT = "registry:outlets.yaml"
 
@@ -102,6 +109,32 @@ def incident_text(key: str, problem: str, health: dict[str, OutletHealth], recov
     outlet_id = key[len(INCIDENT_PREFIX) :]
     name = health[outlet_id].name if outlet_id in health else "removed from outlets.yaml"
     return alert_text(outlet_id, name, problem, recovered)
+
+
+def send_transitions(
+    notifier: Notifier, changed: dict[str, str], health: dict[str, OutletHealth], recovered: bool
+) -> list[str]:
+    """The incident keys whose message was delivered: one message each, or one for all the
+    outlets when more than `GROUP_ALERTS_ABOVE` changed at once (the registry's incident
+    always goes on its own)."""
+    outlets = [k for k in changed if k.startswith(INCIDENT_PREFIX)]
+    grouped = outlets if len(outlets) > GROUP_ALERTS_ABOVE else []
+    delivered = [
+        k
+        for k in changed
+        if k not in grouped and notifier.send(incident_text(k, changed[k], health, recovered))
+    ]
+    if grouped:
+        lines = [f"- {incident_text(k, changed[k], health, recovered)}" for k in grouped]
+        if len(lines) > GROUP_LISTED:
+            more = len(lines) - GROUP_LISTED
+            lines[GROUP_LISTED:] = [
+                f"- … and {more} more (each is a partition of outlet_deliveries)"
+            ]
+        head = "recovered" if recovered else "need attention"
+        if notifier.send(f"{len(grouped)} outlets {head}:\n" + "\n".join(lines)):
+            delivered += grouped
+    return delivered
 
 
 @dg.sensor(
@@ -183,12 +216,10 @@ def outlet_monitor_sensor(
     current[REGISTRY_INCIDENT] = unreadable
     transitions = incident_transitions(memory["open"], current)
     still_open = dict(memory["open"])
-    for key, problem in transitions.opened.items():
-        if notifier.send(incident_text(key, problem, health, recovered=False)):
-            still_open[key] = problem
-    for key, problem in transitions.resolved.items():
-        if notifier.send(incident_text(key, problem, health, recovered=True)):
-            still_open.pop(key, None)
+    for key in send_transitions(notifier, transitions.opened, health, recovered=False):
+        still_open[key] = transitions.opened[key]
+    for key in send_transitions(notifier, transitions.resolved, health, recovered=True):
+        still_open.pop(key, None)
 
     for problem in general:
         context.log.warning(f"outlet registry: {problem}")

@@ -379,3 +379,32 @@ def test_an_outlet_stuck_on_its_first_page_shows_behind(platform, hub, api):
     assert health["spb-002"].lag_items == products - 5 and not health["spb-002"].healthy
     assert health["msk-001"].lag_items == products and not health["msk-001"].healthy
     assert health["msk-001"].metadata()["acked_cursor"] == {"products": 0}
+
+
+def test_many_outlets_going_silent_at_once_are_one_message_each_way(platform, hub, alerts):
+    """An outage on our side (the API down, a network cut) silences every outlet in the same
+    minute. One message per outlet would be 200 posts in one tick, each allowed the notifier's
+    timeout: a slow alert channel would push the tick past Dagster's 60 s limit, its cursor
+    would be lost, and every message would go again each minute. So a tick with more than
+    `GROUP_ALERTS_ABOVE` outlet transitions sends one message naming them, each way."""
+    webhook, received = alerts
+    ids = [f"out-{n:03d}" for n in range(12)]
+    hub.write_registry([hub.entry(i, silent_after_minutes=10) for i in ids])
+    platform.run("full_resync")
+    monitor = Monitor(platform, hub, webhook)
+    state = OutletState(hub.resource.state_path)
+    for outlet_id in ids:
+        state.begin_request(outlet_id, "products", 0, utc_now() - timedelta(minutes=30))
+    monitor.tick()
+    monitor.tick()
+    assert len(received) == 1, received
+    assert received[0].startswith("12 outlets need attention")
+    assert all(outlet_id in received[0] for outlet_id in ids[:10])
+    assert "and 2 more" in received[0]
+    monitor.tick()
+    assert len(received) == 1  # still silent: nothing new
+
+    # Silence tolerated for longer (an edit of outlets.yaml): every one of them recovers.
+    hub.write_registry([hub.entry(i, silent_after_minutes=120) for i in ids])
+    monitor.tick()
+    assert len(received) == 2 and received[1].startswith("12 outlets recovered"), received
