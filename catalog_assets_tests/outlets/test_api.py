@@ -840,6 +840,19 @@ def test_the_published_schema_lists_what_the_api_answers(hub, api):
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
 
 
+def assert_msk_unavailable(api, mentioning: str = "") -> None:
+    """msk-001, with its valid token, is told "unavailable, retry": 503 `store_unavailable`
+    with Retry-After and a message naming what cannot be read."""
+    response = httpx.get(
+        f"{api.url}/v1/outlets/msk-001/changes",
+        params={"entity": "products"},
+        headers={"Authorization": f"Bearer {TOKENS['msk-001']}"},
+    )
+    assert error(response) == (503, "store_unavailable")
+    assert mentioning in response.json()["error"]["message"]
+    assert int(response.headers["Retry-After"]) > 0
+
+
 def test_an_unreadable_state_file_is_a_503_until_it_can_be_read(platform, hub):
     """The API starts even when its state file cannot be read (a bad restore, a wrong file),
     answers 503 naming it, and serves again, without a restart, once the file is fixed."""
@@ -849,12 +862,7 @@ def test_an_unreadable_state_file_is_a_503_until_it_can_be_read(platform, hub):
     state.write_bytes(b"not a database" * 100)
     api, stop = serve(hub.settings())
     try:
-        url = f"{api.url}/v1/outlets/msk-001/changes"
-        auth = {"Authorization": f"Bearer {TOKENS['msk-001']}"}
-        unavailable = httpx.get(url, params={"entity": "products"}, headers=auth)
-        assert error(unavailable) == (503, "store_unavailable")
-        assert "outlet state" in unavailable.json()["error"]["message"]
-        assert int(unavailable.headers["Retry-After"]) > 0
+        assert_msk_unavailable(api, "outlet state")
         state.unlink()  # the operator moves the broken file away
         products, _ = drain(api.client("msk-001"), "products", limit=1000)
         assert len(products) == len(platform.catalog.products())
@@ -872,12 +880,7 @@ def test_an_api_started_while_outlets_yaml_is_broken_is_a_503_not_a_wrong_token(
     hub.config.write_text("outlets:\n  - {id: msk-001, name: [unclosed\n", encoding="utf-8")
     api, stop = serve(hub.settings())
     try:
-        url = f"{api.url}/v1/outlets/msk-001/changes"
-        auth = {"Authorization": f"Bearer {TOKENS['msk-001']}"}
-        broken = httpx.get(url, params={"entity": "products"}, headers=auth)
-        assert error(broken) == (503, "store_unavailable")
-        assert "outlet registry" in broken.json()["error"]["message"]
-        assert int(broken.headers["Retry-After"]) > 0
+        assert_msk_unavailable(api, "outlet registry")
         hub.write_registry([hub.entry("msk-001")])
         products, _ = drain(api.client("msk-001"), "products", limit=1000)
         assert len(products) == len(platform.catalog.products())
@@ -896,11 +899,7 @@ def test_a_snapshot_directory_that_cannot_be_searched_is_a_503(platform, hub, tm
     settings = dataclasses.replace(hub.settings(), snapshot_dir=str(not_a_directory))
     api, stop = serve(settings)
     try:
-        url = f"{api.url}/v1/outlets/msk-001/changes"
-        auth = {"Authorization": f"Bearer {TOKENS['msk-001']}"}
-        response = httpx.get(url, params={"entity": "products"}, headers=auth)
-        assert error(response) == (503, "store_unavailable")
-        assert int(response.headers["Retry-After"]) > 0
+        assert_msk_unavailable(api, "CURRENT pointer")
         assert httpx.get(f"{api.url}/healthz").json()["status"] == "no_snapshot"
     finally:
         stop()
