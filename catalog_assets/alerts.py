@@ -125,6 +125,26 @@ def _defined(key: str, repository: dg.RepositoryDefinition | None) -> bool:
     return job.startswith(UI_JOB) or repository.has_job(job)
 
 
+def executed(
+    run: dg.DagsterRun,
+    keys: Collection[dg.AssetKey],
+    repository: dg.RepositoryDefinition | None,
+) -> frozenset[dg.AssetKey]:
+    """`keys` but those whose step the run did not execute. A re-execution ("from failure", or
+    of selected steps) carries its parent's asset selection (none for a job's whole run) and
+    runs only some of its steps: its success says nothing of an asset it did not run, whose
+    own failure from the UI meanwhile is still open."""
+    steps = run.step_keys_to_execute
+    if steps is None or repository is None or not repository.has_job(run.job_name):
+        return frozenset(keys)
+    layer = repository.get_job(run.job_name).asset_layer
+    return frozenset(
+        key
+        for key in keys
+        if layer.has(key) and str(layer.get_op_output_handle(key).node_handle) in steps
+    )
+
+
 def run_outcomes(
     instance: dg.DagsterInstance,
     record: dg.RunRecord,
@@ -141,6 +161,7 @@ def run_outcomes(
     those its run selected (a subset chosen on the job's page, a re-execution), else the job's;
     its failure, for those its event log says it materialized before failing, read only when
     one of them is `asked` (an open incident, or one a run from the asset graph spoke of).
+    Either way only assets whose steps the run executed (`executed`).
     """
     run = record.dagster_run
     failed = run.status == dg.DagsterRunStatus.FAILURE
@@ -148,7 +169,7 @@ def run_outcomes(
         made = failed_run(instance, run.run_id).materialized if failed else frozenset()
         outcomes = {
             f"materialize:{key.to_user_string()}": failed and key not in made
-            for key in run.asset_selection
+            for key in executed(run, run.asset_selection, repository)
         }
     else:
         outcomes = {f"run:{run.job_name}": failed}
@@ -162,9 +183,11 @@ def run_outcomes(
             and repository is not None
             and repository.has_job(run.job_name)
         ):
-            made = (
+            made = executed(
+                run,
                 run.asset_selection
-                or repository.get_job(run.job_name).asset_layer.selected_asset_keys
+                or repository.get_job(run.job_name).asset_layer.selected_asset_keys,
+                repository,
             )
             if failed:
                 names = {f"materialize:{key.to_user_string()}" for key in made}

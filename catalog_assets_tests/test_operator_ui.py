@@ -3,15 +3,18 @@ subset of them by hand (the UI's ad-hoc asset run, every asset's default config)
 no job takes, and start runs while the sensor runs too."""
 
 import json
+import os
+from types import SimpleNamespace
 
 import dagster as dg
 from dagster._core.events import DagsterEvent, DagsterEventType
 
 from catalog_assets.alerts import catalog_alerts
+from catalog_assets.definitions import build_definitions
 from catalog_assets.notifier import Notifier
 from catalog_assets.sensors import onec_change_sensor
 
-from .conftest import materializations
+from .conftest import make_resources, materializations
 
 
 def materialize_from_ui(platform, *assets: str, raise_on_error: bool = True):
@@ -248,3 +251,52 @@ def test_a_job_that_materializes_the_asset_again_closes_its_incident(platform):
     assert platform.run("incremental_sync").success
     cursor, open_incidents = alerts(platform, cursor)
     assert open_incidents == {}
+
+
+def incremental_sync_for_reexecution() -> dg.JobDefinition:
+    """The job as a code server loads it for a re-execution (`dg.reconstructable`), wired to
+    the test's emulators and store, whose addresses the test puts in the environment."""
+    resources = make_resources(
+        SimpleNamespace(url=os.environ["REEXEC_ONEC_URL"]),
+        SimpleNamespace(url=os.environ["REEXEC_TEC_URL"]),
+        os.environ["REEXEC_DB"],
+    )
+    return build_definitions(resources).resolve_job_def("incremental_sync")
+
+
+def test_a_reexecution_from_failure_vouches_only_for_the_steps_it_ran(platform, monkeypatch):
+    """`incremental_sync` fails pushing the products (Tec.Delivery down). Meanwhile the
+    operator re-fetches the products from the UI while 1C refuses them: a second incident.
+    Tec.Delivery comes back and the operator clicks "Re-execute from failure": the new run
+    carries its parent's selection (the whole job) but runs only the push. It delivers the
+    pending product and closes the job's incident; 1C still refuses the products, and nothing
+    re-fetched them, so that incident stays open."""
+    for name, value in (
+        ("REEXEC_ONEC_URL", platform.onec.url),
+        ("REEXEC_TEC_URL", platform.tec.url),
+        ("REEXEC_DB", platform.store.path),
+    ):
+        monkeypatch.setenv(name, value)
+    job = dg.reconstructable(incremental_sync_for_reexecution)
+    assert platform.run("full_resync").success
+    cursor, _ = alerts(platform, None)
+    product = platform.catalog.products()[0]
+    platform.catalog.upsert_product({"id": product["id"], "price": 4321})
+    platform.tec.inject(status=503, times=1000)
+    failed = dg.execute_job(job, instance=platform.instance, raise_on_error=False)
+    assert not failed.success
+    platform.onec.inject(status=500, times=1000, match=lambda query: query["type"] == "product")
+    assert not materialize_from_ui(platform, "onec_products", raise_on_error=False).success
+    cursor, open_incidents = alerts(platform, cursor)
+    assert set(open_incidents) == {"run:incremental_sync", "materialize:onec_products"}
+
+    platform.tec.clear_faults()
+    again = dg.execute_job(
+        job,
+        instance=platform.instance,
+        reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, platform.instance),
+    )
+    assert again.success and again.dagster_run.step_keys_to_execute == ["tec_delivery_products"]
+    assert platform.tec.products[product["id"]]["price"] == 4321
+    cursor, open_incidents = alerts(platform, cursor)
+    assert set(open_incidents) == {"materialize:onec_products"}, open_incidents
