@@ -141,16 +141,13 @@ def _first_at(value: Any, bad: Callable[[Any], bool], path: str = "") -> str | N
     return None
 
 
-def content_hash(record: dict[str, Any]) -> str:
-    """The identity of a record's content: two fetches of an unchanged item hash equal.
+def hash_canonical(canonical: str) -> str:
+    """The identity of a record's content (of its `canonical_json`): two fetches of an
+    unchanged item hash equal.
 
     Because `modified_since` is inclusive, items at the cursor come back on every run; the
     hash is what tells a re-delivery from a genuine change.
     """
-    return hash_canonical(canonical_json(record))
-
-
-def hash_canonical(canonical: str) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()
 
 
@@ -345,9 +342,3 @@ def put_products_request(
         body["webhook"] = webhook
     body["payload"] = items
     return body
-
-
-def batches(items: list[Any], size: int = 100) -> list[list[Any]]:
-    if not 1 <= size <= 100:
-        raise ValueError(f"batch size must be 1..100, got {size}")
-    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -22,7 +22,6 @@ logger = logging.getLogger("catalog_assets.alerts")
 class Transitions:
     opened: dict[str, str]  # incident key -> what is wrong
     resolved: dict[str, str]  # incident key -> what was wrong
-    still_open: dict[str, str]  # the new set of open incidents, to store
 
 
 def incident_transitions(
@@ -31,14 +30,13 @@ def incident_transitions(
     """`current` maps each observed key to its problem text, or None when healthy.
 
     Keys not observed this time keep their state: not hearing about a check is no recovery.
+    The caller stores a transition only once its message went out, so it keeps the open set.
     """
     opened = {k: v for k, v in current.items() if v is not None and k not in open_incidents}
     resolved = {
         k: open_incidents[k] for k, v in current.items() if v is None and k in open_incidents
     }
-    still_open = {k: v for k, v in open_incidents.items() if k not in resolved}
-    still_open.update(opened)
-    return Transitions(opened, resolved, still_open)
+    return Transitions(opened, resolved)
 
 
 class Notifier(dg.ConfigurableResource):

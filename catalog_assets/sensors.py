@@ -26,7 +26,7 @@ changes that nothing downstream has taken in: a category staged (or removed) aft
 outlet snapshot is at no outlet, and neither is "pending" or a change in 1C any more. So can
 assets materialized one by one from the UI: a tree computed before the products were staged
 took a category under a product for an orphan. The tick compares those timestamps and starts
-a run for them (`downstream_behind`).
+a run for them (`DOWNSTREAM_BEHIND`).
 
 After a pass that held its cursor (1C moved, or served a page that could not be used), the
 next run re-reads from the held cursor. One such run is started at once; when passes keep

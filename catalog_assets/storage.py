@@ -28,7 +28,6 @@ import duckdb
 
 from catalog_assets.mapping import Rejection, StagedRecord
 
-ENTITIES = ("categories", "products")
 STAGING_TABLE = {"categories": "onec_categories", "products": "onec_products"}
 PUSH_TABLE = {"categories": "tec_delivery_categories", "products": "tec_delivery_products"}
 
@@ -307,7 +306,8 @@ def stage_page(
     seen_at: datetime,
     run_id: str | None,
 ) -> StageCounts:
-    """Upsert one page in one transaction; quarantine its bad records in the same one.
+    """Upsert one chunk (`STAGE_CHUNK` records, pages regrouped) in one transaction;
+    quarantine its bad records in the same one.
 
     A row's `change_seq` (and for products `price_seq` / `stock_seq`) moves only when its
     content (or that one value) changed, or when it comes back after being removed, so the

@@ -3,7 +3,6 @@ temporary Dagster instance, and the project's own definitions wired to them."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import dagster as dg
@@ -103,7 +102,3 @@ def materializations(result, asset: str) -> dict:
         if event.asset_key == dg.AssetKey(asset):
             return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
     raise AssertionError(f"{asset} was not materialized")
-
-
-def dump(value) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)

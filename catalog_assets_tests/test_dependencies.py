@@ -55,3 +55,14 @@ def test_every_imported_library_is_a_declared_dependency():
         if not {_normalize(d) for d in providers.get(module, [])} & declared
     }
     assert not undeclared, f"imported but not in [project.dependencies]: {undeclared}"
+
+
+def test_every_declared_dependency_is_imported():
+    """The reverse: a dependency nothing imports is one more thing to install, pin and audit,
+    and the README's Dependencies list would describe what the code no longer does."""
+    providers = importlib.metadata.packages_distributions()
+    used = {_normalize(d) for module in imported_modules() for d in providers.get(module, [])}
+    # The UI: started as `dagster dev` / `dagster-webserver`, never imported. pandas: a core
+    # package of the platform's brief, for whoever reads the store (README, Dependencies).
+    unused = declared_distributions() - used - {"dagster-webserver", "pandas"}
+    assert not unused, f"in [project.dependencies] but imported nowhere: {sorted(unused)}"

@@ -11,12 +11,13 @@ from catalog_assets_tests.faults.test_alerts import SlackHook
 def test_one_message_per_incident_and_one_on_recovery():
     first = incident_transitions({}, {"check:a": "3 quarantined", "check:b": None})
     assert first.opened == {"check:a": "3 quarantined"} and first.resolved == {}
-    again = incident_transitions(first.still_open, {"check:a": "4 quarantined", "check:b": None})
+    open_incidents = first.opened
+    again = incident_transitions(open_incidents, {"check:a": "4 quarantined", "check:b": None})
     assert again.opened == {} and again.resolved == {}
-    unobserved = incident_transitions(again.still_open, {"check:b": None})
-    assert unobserved.still_open == {"check:a": "3 quarantined"}
-    recovered = incident_transitions(unobserved.still_open, {"check:a": None})
-    assert recovered.resolved == {"check:a": "3 quarantined"} and recovered.still_open == {}
+    unobserved = incident_transitions(open_incidents, {"check:b": None})
+    assert unobserved.opened == {} and unobserved.resolved == {}
+    recovered = incident_transitions(open_incidents, {"check:a": None})
+    assert recovered.resolved == {"check:a": "3 quarantined"} and recovered.opened == {}
 
 
 def test_posts_slack_compatible_json_to_the_webhook():

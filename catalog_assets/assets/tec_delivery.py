@@ -109,7 +109,6 @@ class PushTally:
     attempted: int = 0
     delivered: int = 0
     rejected: int = 0
-    dead_lettered: int = 0
     batches: int = 0
     http_requests: int = 0
     failed_ids: list[str] = field(default_factory=list)

@@ -201,11 +201,6 @@ class TecDeliveryEmulator(LoopbackServer):
             for key in ids:
                 self._items.pop(key, None)
 
-    def reset_log(self) -> None:
-        with self._lock:
-            self._log.clear()
-            self._webhooks.clear()
-
     def inject(
         self,
         status: int | None = None,

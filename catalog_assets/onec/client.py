@@ -91,12 +91,7 @@ class OneCCatalogClient(dg.ConfigurableResource):
     _session: HttpClient | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _session_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _request_count: int = PrivateAttr(default=0)
     _slow_streak: int = PrivateAttr(default=0)  # answers in a row that took `slow_page_ms`+
-
-    @property
-    def request_count(self) -> int:
-        return self._request_count
 
     def _http(self) -> HttpClient:
         with self._session_lock:  # pages are fetched from several threads: one pool for all
@@ -133,8 +128,6 @@ class OneCCatalogClient(dg.ConfigurableResource):
             params["parent"] = parent
         url = self.base_url.rstrip("/") + "/api/catalog"
         described = f"GET {safe_url(url)} type={type} parent={parent} offset={offset} modified_since={modified_since}"
-        with self._lock:
-            self._request_count += 1
         try:
             response = self._http().get(url, params=params, timeout=self.timeout_seconds)
         except TransportError as exc:
