@@ -16,6 +16,7 @@ held back (`category_tree` flags it, or `no_held_back_items` lists it) or dead-l
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -344,20 +345,28 @@ def act(platform, world: OneCWorld, cursors: dict) -> None:
         )
         tec.reject_ids.update(rng.sample(ids, min(len(ids), rng.randrange(1, 4))))
     if what == "moving":  # 1C edits while the run pages through it
-        fire_at = rng.randrange(1, 6)
+        # An incremental run asks 1C at least twice (a flat listing, a product page), a full
+        # one at least three times (the roots too, when a walk has deleted every category).
+        # Counted in the hook: the emulator logs a request only once it is answered.
+        fire_at = rng.randrange(1, 3 if job == "incremental_sync" else 4)
+        gate, asked, fired = threading.Lock(), [0], []
 
         def edit_while_paging(query: dict) -> None:
-            if len(platform.onec.requests) == fire_at:
+            with gate:
+                asked[0] += 1
+                if asked[0] != fire_at:
+                    return
+                fired.append(query)
                 log.append(f"  (during the run, before 1C request {fire_at}: {query})")
                 for _ in range(rng.randrange(1, 3)):
                     world.mutate()
 
-        platform.onec.reset_log()
         platform.onec.on_request(edit_while_paging)
     name = job or WHICH_JOB[what]
     result = platform.run(name, raise_on_error=False)
     log.append(f"{what} {name}: {'ok' if result.success else 'failed'} {sorted(tec.reject_ids)}")
     platform.onec.on_request(None)
+    assert what != "moving" or fired, f"no edit landed mid-run: {log[-1]}"
     tec.clear_faults()
     tec.reject_ids.clear()
 
