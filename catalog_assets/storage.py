@@ -320,17 +320,13 @@ def stage_page(
     with transaction(con):
         if records:
             rows, params = _page_rows(records, products)
-            # Every number the upsert draws is above `mark`, so a row is new or changed exactly
-            # when it comes back with a `change_seq` above it (one statement, no temporary
-            # table and no second join against the staged table to count).
-            mark = con.execute("SELECT nextval('catalog_change_seq')").fetchone()[0]
+            ids = params["col_id"]
             extra_cols = ", price, stock, price_seq, stock_seq" if products else ""
             extra_vals = (
                 ", price, stock, nextval('catalog_change_seq'), nextval('catalog_change_seq')"
                 if products
                 else ""
             )
-            changed = "(t.content_hash <> excluded.content_hash OR t.removed_at IS NOT NULL)"
             # A product that moved reaches outlets again in every feed: its narrow rows are
             # filtered by its parent too. (A category's move is `category_tree`'s to judge:
             # it moves everything under it.)
@@ -347,7 +343,13 @@ def stage_page(
                 if products
                 else ""
             )
-            staged = con.execute(
+            # Only a new row, or one whose content changed or that comes back after being
+            # removed, is written and returned: the hash covers the whole record, so the rest
+            # would be rewritten with what they hold, and DuckDB rewrites a row's every SET
+            # column: restaging 100,000 unchanged products took 9.3 s this way, 3.0 s now
+            # (a full resync of a synced store: `onec_products` 9.4-9.8 s, now 3.3-3.4 s).
+            # The unchanged rows are only marked seen, below.
+            changed = con.execute(
                 f"""INSERT INTO {table} AS t (id, parent, name, modified_at, record, content_hash,
                         staged_at, seen_at, removed_at, change_seq{extra_cols})
                     SELECT id, parent, name, modified_at, record, content_hash,
@@ -356,20 +358,33 @@ def stage_page(
                     ON CONFLICT (id) DO UPDATE SET
                         parent = excluded.parent, name = excluded.name,
                         modified_at = excluded.modified_at, record = excluded.record,
-                        staged_at = CASE WHEN {changed} THEN excluded.staged_at ELSE t.staged_at END,
-                        change_seq = CASE WHEN {changed} THEN excluded.change_seq ELSE t.change_seq END,
+                        staged_at = excluded.staged_at, change_seq = excluded.change_seq,
                         content_hash = excluded.content_hash,
                         seen_at = excluded.seen_at, removed_at = NULL{extra_updates}
-                    RETURNING id, change_seq > {int(mark)}""",
+                    WHERE t.content_hash <> excluded.content_hash OR t.removed_at IS NOT NULL
+                    RETURNING id""",
                 {**params, "now": seen_at},
             ).fetchall()
-            counts.changed = sum(1 for _, is_new in staged if is_new)
-            con.execute(
-                """UPDATE quarantine SET resolved_at = $now
-                   WHERE entity = $entity AND resolved_at IS NULL
-                     AND record_id IN (SELECT unnest($ids::VARCHAR[]))""",
-                {"now": seen_at, "entity": entity, "ids": [row[0] for row in staged]},
-            )
+            counts.changed = len(changed)
+            if len(changed) < len(ids):
+                written = {row[0] for row in changed}
+                con.execute(
+                    f"""UPDATE {table} SET seen_at = $now
+                        WHERE id IN (SELECT unnest($ids::VARCHAR[]))""",
+                    {"now": seen_at, "ids": [i for i in ids if i not in written]},
+                )
+            # Looked for first: binding a chunk's ids costs more than asking (~2.5 ms a chunk
+            # against 0.2), and a store usually holds no open quarantine.
+            if con.execute(
+                "SELECT 1 FROM quarantine WHERE entity = $entity AND resolved_at IS NULL LIMIT 1",
+                {"entity": entity},
+            ).fetchone():
+                con.execute(
+                    """UPDATE quarantine SET resolved_at = $now
+                       WHERE entity = $entity AND resolved_at IS NULL
+                         AND record_id IN (SELECT unnest($ids::VARCHAR[]))""",
+                    {"now": seen_at, "entity": entity, "ids": ids},
+                )
         for rejection in rejections:
             con.execute(
                 """INSERT INTO quarantine AS q VALUES
