@@ -5,7 +5,7 @@ fresh emulator process (its CPU does not count against the sync; restarting it r
 Tec.Delivery). Floor and ours alternate within each repetition, and every figure is the median
 of the repetitions, because the machine is shared and noisy: compare ratios, not seconds.
 
-    .venv/bin/python bench/run.py                      # the full benchmark (~6-8 minutes)
+    .venv/bin/python bench/run.py                      # the full benchmark (~5-7 minutes)
     .venv/bin/python bench/run.py --sizes 2000 --reps 1 --slow-products 2000   # a quick look
 
 Writes the figures to bench/results/latest.json and prints the table.
@@ -83,6 +83,12 @@ def run_ours(products: int, categories: int, latency_ms: float = 0, followup: bo
         out["tec_items"] = emu.tec_stats()["items"]
         if followup:
             out["followup"] = run_child([str(HERE / "sync_once.py"), "followup", *common])
+            # The operator's resync: the same job on the store the runs above left, 1C
+            # unchanged, so every record is staged again unchanged and every item re-pushed.
+            onec_before, tec_before = emu.onec_requests(), emu.tec_requests()
+            out["resync"] = run_child([str(HERE / "sync_once.py"), "full", *common])
+            out["resync"]["onec_requests"] = emu.onec_requests() - onec_before
+            out["resync"]["tec_requests"] = emu.tec_requests() - tec_before
     return out
 
 
@@ -143,6 +149,17 @@ def summarize(products: int, floors: list[dict], ours: list[dict]) -> dict:
         "incremental_onec_requests": follow[0]["incremental"]["onec_requests"],
         "incremental_tec_requests": follow[0]["incremental"]["tec_requests"],
         "noop_incremental_s": median([f["noop_incremental"]["run_s"] for f in follow]),
+        "resync_wall_s": median([o["resync"]["wall_s"] for o in ours]),
+        "resync_ratio": median(
+            [o["resync"]["wall_s"] / f["wall_s"] for f, o in zip(floors, ours, strict=True)]
+        ),
+        "resync_onec_requests": ours[0]["resync"]["onec_requests"],
+        "resync_tec_requests": ours[0]["resync"]["tec_requests"],
+        "resync_rss_mb": median([o["resync"]["rss_mb"] for o in ours]),
+        "resync_steps_s": {
+            step: median([o["resync"]["full"]["steps_s"][step] for o in ours])
+            for step in ours[0]["resync"]["full"]["steps_s"]
+        },
         "emulator_req_per_cpu_s": median([f["emulator_req_per_cpu_s"] for f in floors]),
     }
 
@@ -278,9 +295,14 @@ def table(results: dict) -> str:
             f"{'ours: incremental (100+1)':<28}{size['incremental_s']:>9.2f}{'':>9}"
             f"{size['incremental_onec_requests']:>8}{size['incremental_tec_requests']:>8}",
             f"{'ours: no-op incremental':<28}{size['noop_incremental_s']:>9.2f}",
+            f"{'ours: resync, synced store':<28}{size['resync_wall_s']:>9.2f}"
+            f"{size['resync_ratio']:>9.2f}{size['resync_onec_requests']:>8}"
+            f"{size['resync_tec_requests']:>8}{size['resync_rss_mb']:>8.0f}",
             f"  in the full_resync process: imports {size['ours_import_s']:.2f}s, "
             f"run {size['ours_run_s']:.2f}s; steps "
             + ", ".join(f"{k} {v:.2f}s" for k, v in size["steps_s"].items()),
+            "  in the resync: "
+            + ", ".join(f"{k} {v:.2f}s" for k, v in size["resync_steps_s"].items()),
         ]
     slow = results["slow_1c"]
     lines += [

@@ -6,7 +6,8 @@
 
 `init` creates the Dagster instance (SQLite storages and their migrations), untimed: a
 deployment has its instance before the first run, so that one-off cost is not a sync's. `full`
-runs `full_resync` once. `followup` (on the same DuckDB file and Dagster instance) runs
+runs `full_resync` once: on a fresh store the first sync, after `followup` an operator's resync
+of a store already in step with 1C. `followup` (on the same DuckDB file and Dagster instance) runs
 a sensor tick over a quiet catalog, changes 100 products and one of the deepest categories in
 the 1C emulator, ticks again, runs `incremental_sync`, then one more `incremental_sync` with
 nothing to do (Dagster's own fixed cost per run plus the two cursor pages). Prints one JSON
