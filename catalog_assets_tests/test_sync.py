@@ -696,3 +696,28 @@ def test_the_sensor_starts_the_run_that_upgrades_a_store_from_an_older_release(p
     assert platform.run("incremental_sync").success
     assert platform.tec.products[product["id"]]["price"] == 4321
     assert isinstance(tick(platform), dg.SkipReason)
+
+
+def test_a_full_resync_restages_what_an_older_release_derived_from_the_same_record(platform):
+    """What staging derives from a record (its parent above all) is not covered by the hash,
+    which is the record's own: a release before 1C's empty reference was the root staged an
+    item under it with that GUID as its parent, an orphan. 1C serves the same record after
+    the upgrade, and the full resync must still derive its place again, or it stays held
+    back until someone edits it in 1C."""
+    empty = "00000000-0000-0000-0000-000000000000"
+    when = "2026-09-01T00:00:00"
+    platform.catalog.upsert_category("top-by-empty-ref", empty, "Верх", when)
+    platform.catalog.upsert_product({"id": "at-root", "parent": empty, "name": "Корень"}, when)
+    assert platform.run("full_resync").success
+    with closing(duckdb.connect(platform.store.path)) as con:  # as the older release staged them
+        for table, item in (("onec_categories", "top-by-empty-ref"), ("onec_products", "at-root")):
+            con.execute(f"UPDATE {table} SET parent = ? WHERE id = ?", [empty, item])
+
+    assert platform.run("full_resync").success
+    assert platform.query(
+        "SELECT id, parent FROM onec_categories WHERE id = 'top-by-empty-ref'"
+        " UNION ALL SELECT id, parent FROM onec_products WHERE id = 'at-root' ORDER BY id"
+    ) == [("at-root", "0"), ("top-by-empty-ref", "0")]
+    assert platform.query("SELECT status FROM category_tree WHERE id = 'top-by-empty-ref'") == [
+        ("ok",)
+    ]
