@@ -5,7 +5,7 @@ fresh emulator process (its CPU does not count against the sync; restarting it r
 Tec.Delivery). Floor and ours alternate within each repetition, and every figure is the median
 of the repetitions, because the machine is shared and noisy: compare ratios, not seconds.
 
-    .venv/bin/python bench/run.py                      # the full benchmark (~5-7 minutes)
+    .venv/bin/python bench/run.py                      # the full benchmark (~4-6 minutes)
     .venv/bin/python bench/run.py --sizes 2000 --reps 1 --slow-products 2000   # a quick look
 
 Writes the figures to bench/results/latest.json and prints the table.
