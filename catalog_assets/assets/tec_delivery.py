@@ -309,16 +309,26 @@ def prune_push_journal(con, entity: str, *, started_before) -> int:
     that carried an item's current content while Tec.Delivery's notification about it is
     still awaited (ingestion matches the notification through that row's request id). So the
     journal is bounded by the catalog, not by its history.
+
+    The items still awaiting a notification are looked up among the old rows' batches only,
+    and only when there are old rows: asked over the whole item table, the query built its
+    anti-join from every awaiting item (every item, after a push whose notifications have not
+    come), and at 1,000,000 products it ran out of DuckDB's memory at the end of a full sync's
+    push, on the step's connection (the same query on the file reopened passed).
     """
     table = PUSH_TABLE[entity]
+    params = {"entity": entity, "before": started_before}
+    old = "SELECT batch_id FROM push_batches WHERE entity = $entity AND applied AND started_at < $before"
+    if not con.execute(old + " LIMIT 1", params).fetchone():
+        return 0
     return con.execute(
         f"""DELETE FROM push_batches
             WHERE entity = $entity AND applied AND started_at < $before
               AND batch_id NOT IN (
                   SELECT last_batch_id FROM {table}
-                  WHERE last_batch_id IS NOT NULL
+                  WHERE last_batch_id IN ({old})
                     AND processed_batch_id IS DISTINCT FROM last_batch_id)""",
-        {"entity": entity, "before": started_before},
+        params,
     ).fetchone()[0]
 
 
