@@ -177,9 +177,9 @@ class CatalogStore(dg.ConfigurableResource):
     # DuckDB's buffer pool otherwise grows to 80% of RAM, caching every block a sync touched;
     # a sync streams, so a bounded cache keeps memory flat whatever the catalog's size. Sorts,
     # aggregates and most joins spill to `<path>.tmp`. Not lower: at 48 MB the 100,000-product
-    # sync peaks under 250 MB, but at 300,000 products the full sync's push and then staging
-    # run out of memory; at 128 MB everything ran on a 1,000,000-product store (README,
-    # Performance).
+    # sync peaks under 250 MB, but at 300,000 products the first sync's staging and then the
+    # resync's push run out of memory; at 128 MB everything ran on a 1,000,000-product store
+    # (README, Performance).
     memory_limit: str = "128MB"
 
     @contextmanager
