@@ -178,8 +178,8 @@ class CatalogStore(dg.ConfigurableResource):
     # a sync streams, so a bounded cache keeps memory flat whatever the catalog's size. Sorts,
     # aggregates and most joins spill to `<path>.tmp`. Not lower: at 48 MB the 100,000-product
     # sync peaks under 250 MB, but at 300,000 products the first sync's staging and then the
-    # resync's push run out of memory; at 128 MB everything ran on a 1,000,000-product store
-    # (README, Performance).
+    # resync's push run out of memory; at 128 MB a first sync and a resync of 300,000 products
+    # ran, and a first sync of 1,000,000 (README, Performance).
     memory_limit: str = "128MB"
 
     @contextmanager
@@ -347,7 +347,7 @@ def stage_page(
             # removed, is written and returned: the hash covers the whole record, so the rest
             # would be rewritten with what they hold, and DuckDB rewrites a row's every SET
             # column: restaging 100,000 unchanged products took 9.3 s this way, 3.0 s now
-            # (a full resync of a synced store: `onec_products` 9.4-9.8 s, now 3.3-3.4 s).
+            # (a full resync of a synced store: `onec_products` 9.1-10.6 s, now 3.3-3.8 s).
             # The unchanged rows are only marked seen, below. The hash is the record's, not
             # of what is derived from it: a row an older release derived otherwise (a parent
             # of 1C's empty reference, once an orphan, now the root) is written again too.
